@@ -1,0 +1,39 @@
+"""The error types flask-gnar raises."""
+
+from __future__ import annotations
+
+
+class GnarError(Exception):
+    """Base class of every flask-gnar error."""
+
+
+class ConfigError(GnarError, ValueError):
+    """A setting is missing or malformed; start-up stops.
+
+    ``key`` names the source of the bad value: the environment variable, the
+    ``app.config`` key or the argument it came from.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+class NotInitialisedError(GnarError, AttributeError):
+    """An asset was asked for whose extension was not initialised on this app."""
+
+    def __init__(self, asset: str, extension: str) -> None:
+        self.asset = asset
+        self.extension = extension
+        super().__init__(
+            f"gnar.{asset} needs {extension}, which is not initialised on this app: "
+            f"call {extension}().init_app(app) or use create_app()"
+        )
+
+
+class AlreadyInitialisedError(GnarError, RuntimeError):
+    """An extension was initialised twice on the same app."""
+
+
+class BlueprintLoadError(GnarError, ImportError):
+    """A blueprint module failed to import (production stops on it)."""

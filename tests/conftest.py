@@ -1,0 +1,35 @@
+"""Shared fixtures: a scrubbed environment, sample packages on sys.path, free ports."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_gnar import create_app
+
+PACKAGES = Path(__file__).parent / "packages"
+sys.path.insert(0, str(PACKAGES))
+
+SCRUBBED_PREFIXES = ("GNAR_", "AWS_", "MY_APP_", "WERKZEUG_")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GNAR_*/AWS_* variable from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith(SCRUBBED_PREFIXES) or key.endswith(("_SERVICE_HOST", "_SERVICE_PORT")):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def app() -> Iterator[Flask]:
+    """The sample service ``snowy`` as create_app builds it (pytest-flask uses it)."""
+    application = create_app(
+        "snowy", production=False, port=9400, no_db=True, no_jwt=True, config={"TESTING": True}
+    )
+    yield application

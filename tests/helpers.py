@@ -1,0 +1,69 @@
+"""Helpers for tests that run real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = Path(__file__).resolve().parent / "packages"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The test's (scrubbed) environment, with the sample packages importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGES), str(ROOT), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def start_process(code: str, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
+    """``python -c code`` with stdout and stderr merged into one pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=child_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_http(url: str, timeout: float = 20.0, process: subprocess.Popen[str] | None = None) -> requests.Response:
+    """Poll ``url`` until it answers; fail with the process output if it died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited {process.returncode}:\n{output_of(process)}")
+        try:
+            return requests.get(url, timeout=1)
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+def output_of(process: subprocess.Popen[str]) -> str:
+    """Everything the process printed (it must have exited or be killed first)."""
+    if process.poll() is None:
+        process.kill()
+    out, _ = process.communicate(timeout=10)
+    return out or ""
+
+
+def stop(process: subprocess.Popen[str], timeout: float = 10.0) -> str:
+    """Kill the process (and whatever is left) and return its output."""
+    if process.poll() is None:
+        process.kill()
+    return output_of(process)

@@ -1,0 +1,3 @@
+"""A module with no blueprint: the scan imports it and registers nothing."""
+
+GREETING = "powder day"

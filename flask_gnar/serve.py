@@ -6,18 +6,25 @@ import logging
 import os
 import signal
 import threading
+import time
+from collections.abc import Iterable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
+from werkzeug.wsgi import ClosingIterator
 
 from . import signals
 from .config import parse_float
 from .state import GnarState, get_state
 
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 25.0
+IDLE_CONFIRM_SECONDS = 0.2
 
 
 def serve(app: Flask, port: int | None = None, host: str = "0.0.0.0", **options: Any) -> None:
@@ -73,43 +80,79 @@ def grace_seconds(state: GnarState, explicit: Any = None) -> float:
     )
 
 
+class InFlight:
+    """WSGI middleware counting requests whose response is not yet fully sent."""
+
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
+        self.wsgi_app = wsgi_app
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        with self._lock:
+            self.count += 1
+        try:
+            body = self.wsgi_app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return ClosingIterator(body, [self._done])
+
+    def _done(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
 def serve_production(
     app: Flask, state: GnarState, host: str, port: int, grace: float | None = None
 ) -> None:
     """bjoern on ``host:port``; SIGTERM drains requests in flight within the grace period."""
     import bjoern
 
-    deadline = grace_seconds(state, grace)
-    install_graceful_sigterm(app, state, deadline)
+    in_flight = InFlight(app.wsgi_app)
+    install_graceful_sigterm(app, state, in_flight, grace_seconds(state, grace))
     start_serving(app, state)
     try:
-        bjoern.run(app, host, port, reuse_port=True)
+        bjoern.run(in_flight, host, port, reuse_port=True)
     except KeyboardInterrupt:
         log.info("bjoern drained its connections")
     finally:
         stop_serving(app, state, "bjoern stopped")
 
 
-def install_graceful_sigterm(app: Flask, state: GnarState, grace: float) -> None:
-    """SIGTERM becomes bjoern's SIGINT (stop accepting, finish requests in flight).
+def install_graceful_sigterm(app: Flask, state: GnarState, in_flight: InFlight, grace: float) -> None:
+    """SIGTERM becomes bjoern's SIGINT: stop accepting, finish requests in flight.
 
     bjoern then waits for idle keep-alive clients without limit, so a watchdog
-    ends the process with status 0 once ``grace`` seconds have passed.
+    exits (status 0) as soon as no request is in flight, or when ``grace`` is over.
     """
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         log.info("SIGTERM: draining requests in flight (grace %.1fs)", grace)
         signals.serving_stopping.send(app, reason="SIGTERM")
-        watchdog = threading.Timer(grace, exit_after_grace, args=(app, state))
-        watchdog.daemon = True
+        watchdog = threading.Thread(
+            target=exit_when_drained, args=(state, in_flight, grace), daemon=True
+        )
         watchdog.start()
         os.kill(os.getpid(), signal.SIGINT)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def exit_after_grace(app: Flask, state: GnarState) -> None:
-    log.warning("grace period over: closing idle connections and exiting")
+def exit_when_drained(state: GnarState, in_flight: InFlight, grace: float) -> None:
+    deadline = time.monotonic() + grace
+    idle_since = None
+    while time.monotonic() < deadline:
+        if in_flight.count > 0:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= IDLE_CONFIRM_SECONDS:
+            log.info("no request in flight: closing idle connections and exiting")
+            break
+        time.sleep(0.05)
+    else:
+        log.warning("grace period over with %d request(s) in flight: exiting", in_flight.count)
     state.stop()
     logging.shutdown()
     os._exit(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,13 +32,23 @@ def child_env(**extra: str) -> dict[str, str]:
 
 def start_process(code: str, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
     """``python -c code`` with stdout and stderr merged into one pipe."""
+    return start_python(["-c", code], cwd=cwd, **env)
+
+
+def start_module(module: str, *args: str, cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
+    """``python -m module args`` (how a service's main is run) in its own process group."""
+    return start_python(["-m", module, *args], cwd=cwd, **env)
+
+
+def start_python(args: list[str], cwd: Path | None = None, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         cwd=cwd,
         env=child_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
 
 
@@ -55,15 +66,20 @@ def wait_for_http(url: str, timeout: float = 20.0, process: subprocess.Popen[str
 
 
 def output_of(process: subprocess.Popen[str]) -> str:
-    """Everything the process printed (it must have exited or be killed first)."""
-    if process.poll() is None:
-        process.kill()
+    """Everything the process printed; kills its whole process group first."""
+    kill_group(process)
     out, _ = process.communicate(timeout=10)
     return out or ""
 
 
-def stop(process: subprocess.Popen[str], timeout: float = 10.0) -> str:
-    """Kill the process (and whatever is left) and return its output."""
-    if process.poll() is None:
-        process.kill()
+def kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the process and its children (reloader children, workers)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    """Kill the process and whatever it started, and return its output."""
     return output_of(process)

@@ -1,0 +1,112 @@
+"""serve(): bjoern in production, the reloading dev server otherwise, in real processes."""
+
+import signal
+import threading
+import time
+
+import pytest
+import requests
+
+from flask_gnar import create_app, get_state, serve
+from helpers import free_port, start_module, stop, wait_for_http
+
+
+def start_slowpoke(production, port):
+    return start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1" if production else "0")
+
+
+def test_production_serves_with_bjoern():
+    port = free_port()
+    process = start_slowpoke(True, port)
+    try:
+        response = wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+        assert response.status_code == 200 and response.json()["pid"] == process.pid
+        assert "Server" not in response.headers or "Werkzeug" not in response.headers["Server"]
+        assert requests.get(f"http://127.0.0.1:{port}/nowhere", timeout=5).json()["error"]
+    finally:
+        output = stop(process)
+    assert "(production)" in output and output.count("HOOK start") == 1
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_zero():
+    port = free_port()
+    process = start_slowpoke(True, port)
+    wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+    result = {}
+
+    def slow_request():
+        result["response"] = requests.get(f"http://127.0.0.1:{port}/slow/1.0", timeout=10)
+
+    worker = threading.Thread(target=slow_request)
+    worker.start()
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    worker.join(timeout=10)
+    try:
+        assert process.wait(timeout=15) == 0
+    finally:
+        output = stop(process)
+    assert result["response"].status_code == 200, output
+    assert result["response"].json() == {"slept": 1.0}
+    assert "HOOK stop" in output
+
+
+def test_sigterm_with_an_idle_keep_alive_client_exits_once_nothing_is_in_flight():
+    port = free_port()
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
+                           GNAR_SHUTDOWN_GRACE_SECONDS="60")
+    session = requests.Session()
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+        assert session.get(f"http://127.0.0.1:{port}/pid", timeout=5).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        session.close()
+        output = stop(process)
+    assert "no request in flight" in output and "HOOK stop" in output
+
+
+def test_a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exits_zero():
+    port = free_port()
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
+                           GNAR_SHUTDOWN_GRACE_SECONDS="0.5")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+        worker = threading.Thread(
+            target=lambda: pytest.raises(requests.RequestException, requests.get,
+                                         f"http://127.0.0.1:{port}/slow/5.0", timeout=10)
+        )
+        worker.start()
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        worker.join(timeout=10)
+    finally:
+        output = stop(process)
+    assert "grace period over with 1 request(s) in flight" in output
+
+
+def test_development_serves_with_the_reloader_and_starts_hooks_only_in_the_child():
+    port = free_port()
+    process = start_slowpoke(False, port)
+    try:
+        response = wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+        assert response.json()["pid"] != process.pid, "the reloader's child serves"
+    finally:
+        output = stop(process)
+    assert "(development)" in output
+    assert output.count("HOOK start") == 1
+    assert f"HOOK start pid={response.json()['pid']}" in output
+
+
+def test_serve_needs_an_app_built_with_flask_gnar():
+    from flask import Flask
+
+    with pytest.raises(RuntimeError, match="not registered"):
+        serve(Flask("plain"))
+
+
+def test_port_defaults_to_the_one_given_to_create_app():
+    application = create_app("snowy", port=9123, no_db=True, no_jwt=True)
+    assert get_state(application).port == 9123

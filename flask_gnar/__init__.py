@@ -13,6 +13,7 @@ from .exceptions import (
 )
 from .extension import GnarExtension
 from .factory import create_app
+from .health import GnarHealth
 from .log import GnarLogging
 from .serve import serve
 from .state import GnarState, gnar, get_state
@@ -25,6 +26,7 @@ __all__ = [
     "GnarError",
     "GnarErrors",
     "GnarExtension",
+    "GnarHealth",
     "GnarLogging",
     "GnarState",
     "NotInitialisedError",

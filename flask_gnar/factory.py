@@ -11,6 +11,7 @@ from . import signals
 from .blueprints import GnarBlueprints
 from .errors import GnarErrors
 from .extension import GnarExtension
+from .health import GnarHealth
 from .log import GnarLogging
 from .state import init_state
 
@@ -67,4 +68,5 @@ def extensions_in_seed_order(
         GnarLogging(level=log_level),
         GnarBlueprints(modules=modules),
         GnarErrors(),
+        GnarHealth(),
     ]

@@ -15,7 +15,7 @@ from flask import Flask
 from werkzeug.wsgi import ClosingIterator
 
 from . import signals
-from .config import parse_float
+from .config import parse_float, parse_positive_int
 from .state import GnarState, get_state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,44 +103,179 @@ class InFlight:
             self.count -= 1
 
 
+def worker_count(state: GnarState, explicit: Any = None) -> int:
+    return int(state.settings.get("WORKERS", parse_positive_int, explicit=explicit, default=1))
+
+
 def serve_production(
-    app: Flask, state: GnarState, host: str, port: int, grace: float | None = None
+    app: Flask,
+    state: GnarState,
+    host: str,
+    port: int,
+    workers: int | None = None,
+    grace: float | None = None,
 ) -> None:
-    """bjoern on ``host:port``; SIGTERM drains requests in flight within the grace period."""
+    """bjoern on ``host:port``: one process, or ``workers`` forked processes sharing the socket."""
     import bjoern
 
+    count = worker_count(state, workers)
+    deadline = grace_seconds(state, grace)
     in_flight = InFlight(app.wsgi_app)
-    install_graceful_sigterm(app, state, in_flight, grace_seconds(state, grace))
+    bjoern.listen(in_flight, host, port, reuse_port=True)
+    if count == 1:
+        run_worker(app, state, in_flight, deadline)
+    else:
+        Supervisor(app, state, in_flight, count, deadline).run()
+
+
+def run_worker(app: Flask, state: GnarState, in_flight: InFlight, grace: float) -> None:
+    """Serve on the socket ``bjoern.listen`` opened until bjoern drains or the grace ends."""
+    import bjoern
+
+    install_graceful_sigterm(app, state, in_flight, grace)
     start_serving(app, state)
     try:
-        bjoern.run(in_flight, host, port, reuse_port=True)
+        bjoern.run()
     except KeyboardInterrupt:
         log.info("bjoern drained its connections")
     finally:
         stop_serving(app, state, "bjoern stopped")
 
 
-def install_graceful_sigterm(app: Flask, state: GnarState, in_flight: InFlight, grace: float) -> None:
-    """SIGTERM becomes bjoern's SIGINT: stop accepting, finish requests in flight.
+class Supervisor:
+    """Forks the workers, replaces one that dies, forwards SIGTERM/SIGINT to all."""
 
-    bjoern then waits for idle keep-alive clients without limit, so a watchdog
-    exits (status 0) as soon as no request is in flight, or when ``grace`` is over.
+    def __init__(self, app: Flask, state: GnarState, in_flight: InFlight, count: int, grace: float) -> None:
+        self.app = app
+        self.state = state
+        self.in_flight = in_flight
+        self.count = count
+        self.grace = grace
+        self.workers: dict[int, float] = {}
+        self.stopping = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_stop_signal)
+        signal.signal(signal.SIGINT, self.on_stop_signal)
+        log.info("Supervisor %d starting %d bjoern workers", os.getpid(), self.count)
+        for _ in range(self.count):
+            self.spawn()
+        while not self.stopping:
+            self.reap(replace=True)
+            time.sleep(0.05)
+        self.shut_down()
+
+    def spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self.become_worker()
+        self.workers[pid] = time.monotonic()
+
+    def become_worker(self) -> None:
+        status = 0
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            run_worker(self.app, self.state, self.in_flight, self.grace)
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+            status = 1
+        finally:
+            logging.shutdown()
+            os._exit(status)
+
+    def reap(self, replace: bool) -> None:
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            started = self.workers.pop(pid, None)
+            if started is None:
+                continue
+            if replace and not self.stopping:
+                log.warning("worker %d exited (%s); starting a new one", pid, describe_status(status))
+                if time.monotonic() - started < 1.0:
+                    time.sleep(1.0)
+                self.spawn()
+
+    def on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def shut_down(self) -> None:
+        log.info("Supervisor stopping %d workers (grace %.1fs)", len(self.workers), self.grace)
+        signals.serving_stopping.send(self.app, reason="supervisor stopping")
+        for pid in list(self.workers):
+            send_signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace + 5.0
+        while self.workers and time.monotonic() < deadline:
+            self.reap(replace=False)
+            time.sleep(0.05)
+        for pid in list(self.workers):
+            log.warning("worker %d did not stop in time; killing it", pid)
+            send_signal(pid, signal.SIGKILL)
+        self.reap(replace=False)
+
+
+def describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"status {os.waitstatus_to_exitcode(status)}"
+
+
+def send_signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def install_graceful_sigterm(app: Flask, state: GnarState, in_flight: InFlight, grace: float) -> None:
+    """SIGTERM: readiness turns false, requests in flight finish, then the process exits 0.
+
+    1. readiness answers 503 at once; for ``GNAR_SHUTDOWN_DELAY_SECONDS`` the worker
+       keeps serving, so the load balancer can notice and stop sending;
+    2. it waits until no request has been in flight for a moment (new ones are still
+       served: a connection bjoern has queued is never reset);
+    3. bjoern stops accepting, the stop hooks run (pollers, database pool) and the
+       process exits 0. bjoern would wait for idle keep-alive clients without limit,
+       so the exit does not wait for them.
+
+    Whatever is still in flight when ``grace`` seconds have passed since SIGTERM is cut.
     """
+    delay = float(state.settings.get("SHUTDOWN_DELAY_SECONDS", parse_float, default=0.0))
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        log.info("SIGTERM: draining requests in flight (grace %.1fs)", grace)
+        if state.draining:
+            return
+        state.draining = True
+        log.info("SIGTERM: readiness is false; draining in %.1fs (grace %.1fs)", delay, grace)
         signals.serving_stopping.send(app, reason="SIGTERM")
         watchdog = threading.Thread(
-            target=exit_when_drained, args=(state, in_flight, grace), daemon=True
+            target=drain_and_exit, args=(state, in_flight, delay, grace), daemon=True
         )
         watchdog.start()
-        os.kill(os.getpid(), signal.SIGINT)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def exit_when_drained(state: GnarState, in_flight: InFlight, grace: float) -> None:
+def drain_and_exit(state: GnarState, in_flight: InFlight, delay: float, grace: float) -> None:
     deadline = time.monotonic() + grace
+    time.sleep(min(delay, grace))
+    if wait_until_idle(in_flight, deadline):
+        log.info("no request in flight: stopping")
+    else:
+        log.warning("grace period over with %d request(s) in flight: exiting", in_flight.count)
+    os.kill(os.getpid(), signal.SIGINT)
+    state.stop()
+    logging.shutdown()
+    os._exit(0)
+
+
+def wait_until_idle(in_flight: InFlight, deadline: float) -> bool:
+    """True once no request has been in flight for IDLE_CONFIRM_SECONDS; False at the deadline."""
     idle_since = None
     while time.monotonic() < deadline:
         if in_flight.count > 0:
@@ -148,11 +283,6 @@ def exit_when_drained(state: GnarState, in_flight: InFlight, grace: float) -> No
         elif idle_since is None:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since >= IDLE_CONFIRM_SECONDS:
-            log.info("no request in flight: closing idle connections and exiting")
-            break
-        time.sleep(0.05)
-    else:
-        log.warning("grace period over with %d request(s) in flight: exiting", in_flight.count)
-    state.stop()
-    logging.shutdown()
-    os._exit(0)
+            return True
+        time.sleep(0.02)
+    return False

@@ -37,6 +37,8 @@ sqs_configured = _signals.signal("gnar.sqs-configured")
 ses_configured = _signals.signal("gnar.ses-configured")
 #: GnarPeer is configured.
 peer_configured = _signals.signal("gnar.peer-configured")
+#: GnarHealth registered its probes. Keyword arguments: ``paths`` (the URL rules).
+health_configured = _signals.signal("gnar.health-configured")
 
 #: A blueprint module failed to import in development. Keyword arguments:
 #: ``module`` (dotted name), ``error`` (the exception).

@@ -55,10 +55,12 @@ class GnarState:
         #: imported (blueprint modules that failed to load).
         self.watch_files: set[str] = set()
         self.readiness_checks: dict[str, Callable[[], bool]] = {}
+        #: True once the app has been told to stop (readiness turns false).
+        self.draining = False
         self._start_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
         self._started_pid: int | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def __getattr__(self, item: str) -> Any:
         if item in ASSET_OWNERS:
@@ -114,16 +116,20 @@ class GnarState:
             hook()
 
     def stop(self) -> None:
-        """Run the stop hooks in reverse order; never raises."""
+        """Run the stop hooks in reverse order; never raises.
+
+        A second caller (the server's thread and a shutdown watchdog) waits until
+        the first has finished, so nobody exits while hooks still run.
+        """
         with self._lock:
             if not self.started:
                 return
             self._started_pid = None
-        for hook in reversed(self._stop_hooks):
-            try:
-                hook()
-            except Exception:
-                log.exception("stop hook %r failed", hook)
+            for hook in reversed(self._stop_hooks):
+                try:
+                    hook()
+                except Exception:
+                    log.exception("stop hook %r failed", hook)
 
 
 def init_state(

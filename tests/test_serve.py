@@ -64,7 +64,7 @@ def test_sigterm_with_an_idle_keep_alive_client_exits_once_nothing_is_in_flight(
     finally:
         session.close()
         output = stop(process)
-    assert "no request in flight" in output and "HOOK stop" in output
+    assert "no request in flight: stopping" in output and "HOOK stop" in output
 
 
 def test_a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exits_zero():
@@ -110,3 +110,96 @@ def test_serve_needs_an_app_built_with_flask_gnar():
 def test_port_defaults_to_the_one_given_to_create_app():
     application = create_app("snowy", port=9123, no_db=True, no_jwt=True)
     assert get_state(application).port == 9123
+
+
+def distinct_pids(port, requests_count=40):
+    pids = set()
+    for _ in range(requests_count):
+        pids.add(requests.get(f"http://127.0.0.1:{port}/pid", timeout=5,
+                              headers={"Connection": "close"}).json()["pid"])
+    return pids
+
+
+def wait_for_pids(port, count, process, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, stop(process)
+        pids = distinct_pids(port)
+        if len(pids) >= count:
+            return pids
+    raise AssertionError(f"never saw {count} workers answering")
+
+
+def test_two_workers_share_the_port_and_a_dead_worker_is_replaced():
+    port = free_port()
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1", GNAR_WORKERS="2")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+        first = wait_for_pids(port, 2, process)
+        assert process.pid not in first, "the supervisor does not serve"
+        victim = sorted(first)[0]
+        import os
+
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pids = distinct_pids(port)
+            if len(pids) == 2 and victim not in pids:
+                break
+        else:
+            raise AssertionError("the dead worker was not replaced")
+    finally:
+        output = stop(process)
+    assert "exited (killed by SIGKILL); starting a new one" in output
+
+
+def test_sigterm_to_two_workers_answers_every_accepted_request_and_exits_zero():
+    port = free_port()
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1", GNAR_WORKERS="2")
+    wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+    wait_for_pids(port, 2, process)
+    results = []
+
+    def client():
+        for _ in range(30):
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/slow/0.05", timeout=10)
+            except requests.ConnectionError as error:
+                results.append("refused" if "refused" in str(error).lower() else f"dropped: {error}")
+                return
+            results.append(response.status_code)
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    for thread in clients:
+        thread.join(timeout=20)
+    try:
+        assert process.wait(timeout=20) == 0
+    finally:
+        output = stop(process)
+    answered = [r for r in results if isinstance(r, int)]
+    assert answered and all(status == 200 for status in answered), results
+    assert not [r for r in results if str(r).startswith("dropped")], results
+    assert output.count("HOOK stop") == 2
+
+
+def test_during_the_shutdown_delay_readiness_fails_while_requests_are_still_served():
+    port = free_port()
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
+                           GNAR_SHUTDOWN_DELAY_SECONDS="3")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for_http(f"{base}/health/ready", process=process).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2.5
+        while requests.get(f"{base}/health/ready", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, "readiness never turned false"
+            time.sleep(0.05)
+        assert requests.get(f"{base}/pid", timeout=5).status_code == 200
+        assert process.wait(timeout=15) == 0
+    finally:
+        output = stop(process)
+    assert "readiness is false" in output

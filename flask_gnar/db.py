@@ -13,8 +13,8 @@ import psycopg2
 from flask import Flask
 from postgres import Postgres
 from postgres.context_managers import ConnectionContextManager, CursorContextManager
-from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.sql import SQL, Identifier
 from psycopg2_pool import PoolError, ThreadSafeConnectionPool
 
 from . import signals
@@ -366,7 +366,7 @@ class GnarDB(GnarExtension):
                 f"or set {settings.env_name('PG_DSN')}",
             )
         try:
-            import pgserver
+            from pgserver.postgres_server import get_server
         except ImportError:  # pragma: no cover - depends on the extras installed
             raise ConfigError(
                 endpoint,
@@ -378,8 +378,8 @@ class GnarDB(GnarExtension):
             or default_embedded_dir(state.name)
         ).expanduser()
         data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")
-        database = settings.get("PG_DATABASE", explicit=self.option("database"))
+        server = get_server(data_dir, cleanup_mode="stop")
+        database: str | None = settings.get("PG_DATABASE", explicit=self.option("database"))
         if database:
             create_database_if_missing(server.get_uri(), database)
         log.warning(
@@ -431,6 +431,6 @@ def create_database_if_missing(uri: str, database: str) -> None:
         with conn.cursor() as cursor:
             cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+                cursor.execute(SQL("CREATE DATABASE {}").format(Identifier(database)))
     finally:
         conn.close()

@@ -403,5 +403,12 @@ def test_a_silently_dead_connection_is_retried_once(
             with db.get_cursor() as cursor:
                 cursor.one("SELECT 1")
         assert db.one("SELECT 3") == 3
+
+        proxy.cut()
+        with pytest.raises(DatabaseUnavailable):
+            with db.get_connection() as connection:
+                connection.cursor().one("SELECT 1")
+        with db.get_connection() as connection:
+            assert connection.cursor().one("SELECT 4") == 4
     finally:
         proxy.close()

@@ -237,6 +237,7 @@ class GnarPostgres(Postgres):  # type: ignore[misc]
     def close(self) -> None:
         """Close the pool; later queries raise :class:`DatabaseUnavailable`."""
         self.pool.close()
+        log.info("closed the connection pool of the database %s", self.target)
 
 
 def probe(dsn: str, timeout: int) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -10,6 +12,7 @@ from typing import Any
 
 import postgres
 import pytest
+import requests
 from flask import Flask, jsonify, request
 from psycopg2.extensions import make_dsn
 
@@ -24,7 +27,7 @@ from flask_gnar import (
     signals,
 )
 from flask_gnar.testing import EmbeddedPostgres
-from helpers import free_port
+from helpers import free_port, start_process, stop, wait_for_http
 
 SECRET = "Sn0w-b4ll-p@ss w0rd"
 
@@ -412,3 +415,30 @@ def test_a_silently_dead_connection_is_retried_once(
             assert connection.cursor().one("SELECT 4") == 4
     finally:
         proxy.close()
+
+
+def test_bjoern_serves_through_a_restart_and_closes_the_pool_on_sigterm(
+    running_own_postgres: OwnPostgres,
+) -> None:
+    port = free_port()
+    dsn = make_dsn(running_own_postgres.uri, application_name="bjoern-e2e")
+    process = start_process(textwrap.dedent(f"""
+        from flask_gnar import create_app, gnar, serve
+        app = create_app("snowy", production=True, port={port}, no_jwt=True)
+        @app.get("/answer")
+        def answer():
+            return {{"answer": gnar.db.one("SELECT 42")}}
+        serve(app, host="127.0.0.1")
+    """), GNAR_PG_DSN=dsn)
+    url = f"http://127.0.0.1:{port}/answer"
+    try:
+        assert wait_for_http(url, process=process).json() == {"answer": 42}
+        assert server_connections(running_own_postgres.uri, "bjoern-e2e") == 1
+        running_own_postgres.restart()
+        assert [requests.get(url, timeout=10).status_code for _ in range(3)] == [200] * 3
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        output = stop(process)
+    assert "closed the connection pool of the database postgres@" in output, output
+    assert "discarding a pooled database connection the server has closed" in output, output

@@ -110,7 +110,6 @@ def parse_log_level(value: Any) -> str:
     )
 
 
-
 def parse_non_negative_int(value: Any) -> int:
     number = parse_int(value)
     if number < 0:
@@ -123,6 +122,7 @@ def parse_non_negative_float(value: Any) -> float:
     if number < 0:
         raise ValueError(f"expected a number of at least 0, got {value!r}")
     return number
+
 
 class Settings:
     """Resolves settings for one app (see the module docstring for the order)."""

@@ -3,11 +3,13 @@
 from . import signals
 from .blueprints import GnarBlueprints
 from .config import Settings
+from .db import GnarDB
 from .errors import GnarErrors
 from .exceptions import (
     AlreadyInitialisedError,
     BlueprintLoadError,
     ConfigError,
+    DatabaseUnavailable,
     GnarError,
     NotInitialisedError,
 )
@@ -22,7 +24,9 @@ __all__ = [
     "AlreadyInitialisedError",
     "BlueprintLoadError",
     "ConfigError",
+    "DatabaseUnavailable",
     "GnarBlueprints",
+    "GnarDB",
     "GnarError",
     "GnarErrors",
     "GnarExtension",

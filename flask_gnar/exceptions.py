@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+
 
 class GnarError(Exception):
     """Base class of every flask-gnar error."""
@@ -37,3 +42,21 @@ class AlreadyInitialisedError(GnarError, RuntimeError):
 
 class BlueprintLoadError(GnarError, ImportError):
     """A blueprint module failed to import (production stops on it)."""
+
+
+class DatabaseUnavailable(GnarError, HTTPException):
+    """The database cannot be reached (down, restarting, or every pooled connection busy).
+
+    An HTTP 503 whose body is JSON ``{"error": description}`` even without
+    :class:`~flask_gnar.GnarErrors`; raised at start-up in production when the
+    database is down.
+    """
+
+    code = 503
+    description = "The database is unavailable; try again shortly."
+
+    def get_body(self, environ: Any = None, scope: Any = None) -> str:
+        return json.dumps({"error": self.description})
+
+    def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
+        return [("Content-Type", "application/json")]

@@ -9,6 +9,7 @@ from flask import Flask
 
 from . import signals
 from .blueprints import GnarBlueprints
+from .db import GnarDB
 from .errors import GnarErrors
 from .extension import GnarExtension
 from .health import GnarHealth
@@ -66,6 +67,7 @@ def extensions_in_seed_order(
     modules = [blueprint_modules] if isinstance(blueprint_modules, str) else blueprint_modules
     return [
         GnarLogging(level=log_level),
+        *([] if no_db else [GnarDB()]),
         GnarBlueprints(modules=modules),
         GnarErrors(),
         GnarHealth(),

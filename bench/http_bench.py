@@ -1,0 +1,65 @@
+"""HTTP benchmark: a flask-gnar JSON route under serve() against bare Flask on bjoern and
+on gunicorn, with 1 and 2 workers. Alternating rounds, medians, ratios in one run.
+
+    python bench/http_bench.py [--rounds 5] [--seconds 4] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import free_port, machine, median, start_server, stop_server, wait_until_up, wrk
+
+KINDS = ["gnar", "bjoern", "gunicorn"]
+
+
+def measure(kind: str, workers: int, seconds: float, connections: int) -> dict[str, float]:
+    port = free_port()
+    process = start_server(["servers.py", kind, str(port), str(workers)])
+    url = f"http://127.0.0.1:{port}/json"
+    try:
+        wait_until_up(url, process)
+        wrk(url, 1, connections)
+        return wrk(url, seconds, connections)
+    finally:
+        stop_server(process)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+
+    configs = [(kind, workers) for workers in (1, 2) for kind in KINDS]
+    results: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in configs}
+    for round_number in range(args.rounds):
+        order = configs[round_number % len(configs):] + configs[:round_number % len(configs)]
+        for kind, workers in order:
+            results[(kind, workers)].append(measure(kind, workers, args.seconds, args.connections))
+        print(f"round {round_number + 1}/{args.rounds} done", flush=True)
+
+    summary = {
+        config: {key: median([run[key] for run in runs]) for key in runs[0]}
+        for config, runs in results.items()
+    }
+    print(f"\nmachine: {machine()}; wrk -t1 -c{args.connections} -d{args.seconds}s, "
+          f"{args.rounds} alternating rounds, medians")
+    print(f"{'server':<10}{'workers':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    for (kind, workers), row in summary.items():
+        print(f"{kind:<10}{workers:>8}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+              f"{row['non_2xx']:>9.0f}")
+    print()
+    for workers in (1, 2):
+        gnar, bare = summary[("gnar", workers)]["rps"], summary[("bjoern", workers)]["rps"]
+        guni = summary[("gunicorn", workers)]["rps"]
+        print(f"{workers} worker(s): flask-gnar / bare bjoern = {gnar / bare:.3f}x, "
+              f"flask-gnar / gunicorn = {gnar / guni:.3f}x")
+    for kind in KINDS:
+        scale = summary[(kind, 2)]["rps"] / summary[(kind, 1)]["rps"]
+        print(f"{kind}: 2 workers / 1 worker = {scale:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The servers the HTTP benchmark compares: ``python bench/servers.py KIND PORT WORKERS``.
+
+gnar        flask-gnar's create_app + serve() in production (bjoern, pre-forked workers)
+bjoern      bare Flask on bjoern, forked after listen(reuse_port=True)
+gunicorn    bare Flask on gunicorn's sync workers
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from flask import Flask, jsonify
+
+PAYLOAD = {"hello": "world", "numbers": list(range(10))}
+
+
+def bare_app() -> Flask:
+    app = Flask("bare")
+
+    @app.get("/json")
+    def json_route():
+        return jsonify(PAYLOAD)
+
+    return app
+
+
+def gnar_app(port: int) -> Flask:
+    from flask_gnar import create_app
+
+    app = create_app("benchsvc", production=True, port=port, no_db=True, no_jwt=True,
+                     config={"GNAR_LOG_LEVEL": "WARNING"})
+
+    @app.get("/json")
+    def json_route():
+        return jsonify(PAYLOAD)
+
+    return app
+
+
+def run_bare_bjoern(port: int, workers: int) -> None:
+    import bjoern
+
+    app = bare_app()
+    bjoern.listen(app, "127.0.0.1", port, reuse_port=True)
+    for _ in range(workers - 1):
+        if os.fork() == 0:
+            break
+    bjoern.run()
+
+
+def run_gunicorn(port: int, workers: int) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"127.0.0.1:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("loglevel", "warning")
+            self.cfg.set("accesslog", None)
+
+        def load(self) -> Flask:
+            return bare_app()
+
+    Server().run()
+
+
+def main() -> None:
+    kind, port, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if kind == "gnar":
+        from flask_gnar import serve
+
+        serve(gnar_app(port), host="127.0.0.1", workers=workers)
+    elif kind == "bjoern":
+        run_bare_bjoern(port, workers)
+    elif kind == "gunicorn":
+        run_gunicorn(port, workers)
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
+
+
+if __name__ == "__main__":
+    main()

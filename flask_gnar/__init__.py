@@ -10,10 +10,15 @@ from .exceptions import (
     ConfigError,
     GnarError,
     NotInitialisedError,
+    PeerError,
+    PeerNotFound,
+    PeerTimeout,
+    PeerUnavailable,
 )
 from .extension import GnarExtension
 from .factory import create_app
 from .log import GnarLogging
+from .peer import GnarPeer
 from .serve import serve
 from .state import GnarState, gnar, get_state
 
@@ -26,8 +31,13 @@ __all__ = [
     "GnarErrors",
     "GnarExtension",
     "GnarLogging",
+    "GnarPeer",
     "GnarState",
     "NotInitialisedError",
+    "PeerError",
+    "PeerNotFound",
+    "PeerTimeout",
+    "PeerUnavailable",
     "Settings",
     "create_app",
     "get_state",

@@ -110,6 +110,27 @@ def parse_log_level(value: Any) -> str:
     )
 
 
+
+def parse_non_negative_int(value: Any) -> int:
+    number = parse_int(value)
+    if number < 0:
+        raise ValueError(f"expected a whole number of at least 0, got {number}")
+    return number
+
+
+def parse_positive_float(value: Any) -> float:
+    number = parse_float(value)
+    if number <= 0:
+        raise ValueError(f"expected a number greater than 0, got {value!r}")
+    return number
+
+
+def parse_non_negative_float(value: Any) -> float:
+    number = parse_float(value)
+    if number < 0:
+        raise ValueError(f"expected a number of at least 0, got {value!r}")
+    return number
+
 class Settings:
     """Resolves settings for one app (see the module docstring for the order)."""
 

@@ -12,6 +12,7 @@ from .blueprints import GnarBlueprints
 from .errors import GnarErrors
 from .extension import GnarExtension
 from .log import GnarLogging
+from .peer import GnarPeer
 from .state import init_state
 
 
@@ -67,4 +68,5 @@ def extensions_in_seed_order(
         GnarLogging(level=log_level),
         GnarBlueprints(modules=modules),
         GnarErrors(),
+        GnarPeer(),
     ]

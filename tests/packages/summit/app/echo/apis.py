@@ -22,6 +22,7 @@ def echo():
             "body": request.get_data(as_text=True),
             "request_id": request.headers.get("X-Request-ID"),
             "authorization": request.headers.get("Authorization"),
+            "cookie": request.headers.get("Cookie"),
         }
     )
 
@@ -43,3 +44,10 @@ def flaky(key):
 @blueprint.get("/hits/<key>")
 def hits(key):
     return jsonify({"hits": FLAKY_HITS.get(key, 0)})
+
+
+@blueprint.get("/cookie")
+def set_cookie():
+    response = jsonify({"set": "session"})
+    response.set_cookie("session", "user-a")
+    return response

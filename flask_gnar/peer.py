@@ -112,7 +112,7 @@ class PeerDirectory:
         tried: list[str] = []
         notes: list[str] = []
         url = (
-            self.explicit_url(stem, tried)
+            self.explicit_url(service, stem, tried)
             or self.seed_url(stem, tried, notes)
             or kubernetes_url(stem, tried, notes)
         )
@@ -120,8 +120,8 @@ class PeerDirectory:
             raise PeerNotFound(service, tried, notes)
         return url
 
-    def explicit_url(self, stem: str, tried: list[str]) -> str | None:
-        tried.append(f"the peers option ({stem.lower()!r})")
+    def explicit_url(self, service: str, stem: str, tried: list[str]) -> str | None:
+        tried.append(f"the peers option ({service!r})")
         if stem in self.peers:
             return self.peers[stem]
         return self.setting_url(f"PEER_{stem}_URL", tried, http_url)

@@ -434,3 +434,23 @@ def test_calls_reuse_one_connection_per_thread(summit: Service) -> None:
     assert seed_connections == 5
     assert statuses == [200] * 20 and pooled_connections == 1
     assert threaded_connections == 3
+
+
+def test_stopping_the_app_closes_pooled_connections(summit: Service) -> None:
+    with CountingProxy(summit.port) as proxy:
+        app = make_caller(GNAR_PEER_SUMMIT_URL=f"http://{proxy.address}")
+        state = app.extensions["gnar"]
+        state.start()
+        with app.app_context():
+            gnar.peer("summit").get("/hits/stop")
+            gnar.peer("summit").get("/hits/stop")
+            state.stop()
+            gnar.peer("summit").get("/hits/stop")
+        assert proxy.accepted == 2
+
+
+def test_peer_configured_signal() -> None:
+    seen: list[dict[str, Any]] = []
+    with signals.peer_configured.connected_to(lambda sender, **kw: seen.append(kw)):
+        make_caller(GNAR_PEER_TIMEOUT_SECONDS="2.5", GNAR_PEER_RETRIES="4")
+    assert seen == [{"timeout": 2.5, "retries": 4}]

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -139,13 +139,15 @@ class PeerDirectory:
 
         return self.setting_url(variable, tried, parse)
 
-    def setting_url(self, setting: str, tried: list[str], parse: Any) -> str | None:
+    def setting_url(
+        self, setting: str, tried: list[str], parse: Callable[[str, Any], str | None]
+    ) -> str | None:
         tried.append(f"{self.settings.env_name(setting)} (or app.config['GNAR_{setting}'])")
         found = self.settings.find(setting)
         if found is None or not str(found[1]).strip():
             return None
         source, raw = found
-        return parse(source, raw)  # type: ignore[no-any-return]
+        return parse(source, raw)
 
 
 def seed_address(source: str, value: str, notes: list[str]) -> str | None:

@@ -12,11 +12,16 @@ from .exceptions import (
     DatabaseUnavailable,
     GnarError,
     NotInitialisedError,
+    PeerError,
+    PeerNotFound,
+    PeerTimeout,
+    PeerUnavailable,
 )
 from .extension import GnarExtension
 from .factory import create_app
 from .health import GnarHealth
 from .log import GnarLogging
+from .peer import GnarPeer
 from .serve import serve
 from .state import GnarState, gnar, get_state
 
@@ -32,8 +37,13 @@ __all__ = [
     "GnarExtension",
     "GnarHealth",
     "GnarLogging",
+    "GnarPeer",
     "GnarState",
     "NotInitialisedError",
+    "PeerError",
+    "PeerNotFound",
+    "PeerTimeout",
+    "PeerUnavailable",
     "Settings",
     "create_app",
     "get_state",

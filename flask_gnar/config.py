@@ -117,12 +117,18 @@ def parse_non_negative_int(value: Any) -> int:
     return number
 
 
+def parse_positive_float(value: Any) -> float:
+    number = parse_float(value)
+    if number <= 0:
+        raise ValueError(f"expected a number greater than 0, got {value!r}")
+    return number
+
+
 def parse_non_negative_float(value: Any) -> float:
     number = parse_float(value)
     if number < 0:
         raise ValueError(f"expected a number of at least 0, got {value!r}")
     return number
-
 
 class Settings:
     """Resolves settings for one app (see the module docstring for the order)."""

@@ -60,3 +60,47 @@ class DatabaseUnavailable(GnarError, HTTPException):
 
     def get_headers(self, environ: Any = None, scope: Any = None) -> list[tuple[str, str]]:
         return [("Content-Type", "application/json")]
+
+
+class PeerError(GnarError):
+    """Base class of the errors raised by ``gnar.peer`` and ``gnar.external``."""
+
+
+class PeerNotFound(PeerError, LookupError):
+    """No address is configured for a peer service; names every variable tried."""
+
+    def __init__(self, service: str, tried: list[str], notes: list[str] | None = None) -> None:
+        self.service = service
+        self.tried = tried
+        message = f"no address for the peer service {service!r}: set one of {', '.join(tried)}"
+        if notes:
+            message += " (" + "; ".join(notes) + ")"
+        super().__init__(message)
+
+
+class PeerUnavailable(PeerError, HTTPException):
+    """A peer (or external URL) refused, dropped or could not be reached.
+
+    It is an :class:`~werkzeug.exceptions.HTTPException`: left uncaught in a
+    view, the client gets 502 (504 for :class:`PeerTimeout`) with the message.
+    ``service`` is ``None`` for ``gnar.external`` calls.
+    """
+
+    code = 502
+
+    def __init__(
+        self, service: str | None, method: str, url: str, reason: str, timeout: object
+    ) -> None:
+        self.service = service
+        self.method = method
+        self.url = url
+        self.timeout = timeout
+        self.reason = reason
+        target = f"peer service {service!r} at {url}" if service else url
+        super().__init__(f"{method} {target} failed: {reason} (timeout {timeout}s)")
+
+
+class PeerTimeout(PeerUnavailable):
+    """A peer (or external URL) did not connect or answer within the timeout."""
+
+    code = 504

@@ -14,6 +14,7 @@ from .errors import GnarErrors
 from .extension import GnarExtension
 from .health import GnarHealth
 from .log import GnarLogging
+from .peer import GnarPeer
 from .state import init_state
 
 
@@ -71,4 +72,5 @@ def extensions_in_seed_order(
         GnarBlueprints(modules=modules),
         GnarErrors(),
         GnarHealth(),
+        GnarPeer(),
     ]

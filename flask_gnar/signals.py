@@ -35,7 +35,7 @@ cors_configured = _signals.signal("gnar.cors-configured")
 sqs_configured = _signals.signal("gnar.sqs-configured")
 #: GnarSES is configured.
 ses_configured = _signals.signal("gnar.ses-configured")
-#: GnarPeer is configured.
+#: GnarPeer is configured. Keyword arguments: ``timeout`` (seconds), ``retries``.
 peer_configured = _signals.signal("gnar.peer-configured")
 #: GnarHealth registered its probes. Keyword arguments: ``paths`` (the URL rules).
 health_configured = _signals.signal("gnar.health-configured")
@@ -52,6 +52,7 @@ sqs_message_handled = _signals.signal("gnar.sqs-message-handled")
 #: An SQS message was left on its queue. Keyword arguments: ``queue_name``,
 #: ``message``, ``error`` (the exception, or ``None`` when the callback returned False).
 sqs_message_failed = _signals.signal("gnar.sqs-message-failed")
-#: A peer request finished. Keyword arguments: ``service``, ``method``, ``url``,
+#: A peer request finished. Keyword arguments: ``service`` (``None`` for
+#: ``gnar.external``), ``method``, ``url``,
 #: ``status`` (``None`` on a connection error), ``elapsed`` (seconds).
 peer_request = _signals.signal("gnar.peer-request")

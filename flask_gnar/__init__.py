@@ -15,6 +15,8 @@ from .extension import GnarExtension
 from .factory import create_app
 from .log import GnarLogging
 from .serve import serve
+from .ses import GnarSES
+from .sqs import GnarSQS
 from .state import GnarState, gnar, get_state
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "GnarErrors",
     "GnarExtension",
     "GnarLogging",
+    "GnarSES",
+    "GnarSQS",
     "GnarState",
     "NotInitialisedError",
     "Settings",

@@ -12,6 +12,8 @@ from .blueprints import GnarBlueprints
 from .errors import GnarErrors
 from .extension import GnarExtension
 from .log import GnarLogging
+from .ses import GnarSES
+from .sqs import GnarSQS
 from .state import init_state
 
 
@@ -61,10 +63,12 @@ def extensions_in_seed_order(
     no_db: bool,
     no_jwt: bool,
 ) -> list[GnarExtension]:
-    """configure_logger, argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs."""
+    """configure_logger, argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs, ses."""
     modules = [blueprint_modules] if isinstance(blueprint_modules, str) else blueprint_modules
     return [
         GnarLogging(level=log_level),
         GnarBlueprints(modules=modules),
         GnarErrors(),
+        GnarSQS(queues=sqs),
+        GnarSES(),
     ]

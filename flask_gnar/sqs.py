@@ -604,5 +604,10 @@ class GnarSQS(GnarExtension):
             state.on_start(queues.start_pollers)
             state.on_stop(queues.stop_at_shutdown)
             state.readiness_checks["sqs"] = queues.pollers_running
-        log.debug("SQS configured (%s)", client_settings.describe())
+        log.log(
+            logging.INFO if configs else logging.DEBUG,
+            "SQS configured for %d queue(s) (%s)",
+            len(configs),
+            client_settings.describe(),
+        )
         return {"queues": [config.queue_name for config in configs]}

@@ -12,14 +12,9 @@ from flask import Flask
 from flask_gnar import ConfigError, GnarSES, GnarSQS, NotInitialisedError, create_app, get_state
 from flask_gnar.testing import LocalAWS
 
+from aws_support import aws  # noqa: F401 (fixture)
+
 SENDER = "patrol@gnar.example"
-
-
-@pytest.fixture
-def aws(gnar_aws: LocalAWS, monkeypatch: pytest.MonkeyPatch) -> LocalAWS:
-    for key, value in gnar_aws.env.items():
-        monkeypatch.setenv(key, value)
-    return gnar_aws
 
 
 @pytest.fixture

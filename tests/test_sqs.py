@@ -18,6 +18,8 @@ from flask_gnar import ConfigError, GnarSQS, create_app, get_state, signals
 from flask_gnar.sqs import SQSQueues
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
 
+from aws_support import aws  # noqa: F401 (fixture)
+
 DEADLINE = 15.0
 
 
@@ -85,14 +87,6 @@ class Recorder:
 
     def disconnect(self) -> None:
         self.signal.disconnect(self.receive, sender=self.app)
-
-
-@pytest.fixture
-def aws(gnar_aws: LocalAWS, monkeypatch: pytest.MonkeyPatch) -> LocalAWS:
-    """The session's moto server, reached through boto3's own environment variables."""
-    for key, value in gnar_aws.env.items():
-        monkeypatch.setenv(key, value)
-    return gnar_aws
 
 
 @pytest.fixture

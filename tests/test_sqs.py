@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import uuid
+from itertools import islice
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from botocore.exceptions import ClientError
 from flask import Flask, current_app, has_app_context, has_request_context
 
 from flask_gnar import ConfigError, GnarSQS, create_app, get_state, signals
-from flask_gnar.sqs import SQSQueues
+from flask_gnar.sqs import Backoff, SQSQueues
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
 
 from aws_support import aws  # noqa: F401 (fixture)
@@ -276,15 +277,15 @@ def test_stop_finishes_the_message_in_hand_and_puts_the_rest_back(sqs, new_queue
 
 
 def test_heartbeat_keeps_a_slow_message_invisible(sqs, new_queue, serving):
-    name, url = new_queue(VisibilityTimeout="1")
+    name, url = new_queue(VisibilityTimeout="2")
     slow = SlowCallback()
     app, queues = serving({"queue_name": name, "callback": slow, "wait_time_seconds": 1})
     sqs.send_message(QueueUrl=url, MessageBody="slow one")
     assert slow.started.wait(DEADLINE)
 
-    # Three visibility timeouts pass while the callback runs; nobody else gets the message.
+    # More than two visibility timeouts pass while the callback runs; nobody else gets it.
     stolen = []
-    until = time.monotonic() + 3.0
+    until = time.monotonic() + 4.5
     while time.monotonic() < until:
         stolen += sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
     slow.proceed.set()
@@ -292,6 +293,10 @@ def test_heartbeat_keeps_a_slow_message_invisible(sqs, new_queue, serving):
     assert stolen == []
     wait_until(lambda: queue_count(sqs, url) == 0, what="the deletion")
     assert slow.bodies == ["slow one"]
+
+
+def test_backoff_doubles_up_to_its_cap():
+    assert list(islice(Backoff(initial=0.5, maximum=3).delays(), 5)) == [0.5, 1, 2, 3, 3]
 
 
 def test_a_raising_signal_receiver_cannot_kill_the_poller(sqs, new_queue, serving, caplog):

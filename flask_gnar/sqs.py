@@ -288,7 +288,7 @@ class SQSPoller:
         self.request_stop()
         with self._handling:
             finished = self._handling.wait_for(lambda: not self._busy, timeout)
-        if finished and not self._thread.is_alive():
+        if finished:
             log.info("Stopped polling SQS queue %s", self.config.queue_name)
         return finished
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from flask_gnar.sqs import Backoff, SQSQueues
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
 
 from aws_support import aws  # noqa: F401 (fixture)
+from helpers import start_process, stop, wait_for_http
 
 DEADLINE = 15.0
 
@@ -441,3 +443,34 @@ def test_create_app_without_queues_needs_no_aws_settings():
     state = get_state(app)
     assert callable(state.send_sqs_message)
     assert "sqs" not in state.readiness_checks
+
+
+SERVED_APP = """
+from flask_gnar import create_app, gnar, serve
+
+def echo(message):
+    gnar.send_sqs_message({echo!r}, "echo: " + message["Body"])
+
+app = create_app("snowy", production=True, no_db=True, no_jwt=True,
+                 sqs={{"queue_name": {inbox!r}, "callback": echo}})
+serve(app, host="127.0.0.1", port={port})
+"""
+
+
+def test_served_app_polls_in_its_own_process_and_stops_on_sigterm(aws, sqs, new_queue):
+    (inbox, inbox_url), (echo, echo_url) = new_queue(), new_queue()
+    port = free_port()
+    process = start_process(SERVED_APP.format(echo=echo, inbox=inbox, port=port))
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/runs/", process=process)
+        sqs.send_message(QueueUrl=inbox_url, MessageBody="first tracks")
+        reply = sqs.receive_message(QueueUrl=echo_url, WaitTimeSeconds=10).get("Messages", [])
+        assert [message["Body"] for message in reply] == ["echo: first tracks"]
+        wait_until(lambda: queue_count(sqs, inbox_url) == 0, what="the deletion")
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE) == 0
+    finally:
+        output = stop(process)
+    assert f"Polling SQS queue {inbox}" in output
+    assert f"Stopped polling SQS queue {inbox}" in output

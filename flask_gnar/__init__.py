@@ -23,6 +23,8 @@ from .health import GnarHealth
 from .log import GnarLogging
 from .peer import GnarPeer
 from .serve import serve
+from .ses import GnarSES
+from .sqs import GnarSQS
 from .state import GnarState, gnar, get_state
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "GnarHealth",
     "GnarLogging",
     "GnarPeer",
+    "GnarSES",
+    "GnarSQS",
     "GnarState",
     "NotInitialisedError",
     "PeerError",

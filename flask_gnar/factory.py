@@ -15,6 +15,8 @@ from .extension import GnarExtension
 from .health import GnarHealth
 from .log import GnarLogging
 from .peer import GnarPeer
+from .ses import GnarSES
+from .sqs import GnarSQS
 from .state import init_state
 
 
@@ -64,13 +66,15 @@ def extensions_in_seed_order(
     no_db: bool,
     no_jwt: bool,
 ) -> list[GnarExtension]:
-    """configure_logger, argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs."""
+    """configure_logger, argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs, ses."""
     modules = [blueprint_modules] if isinstance(blueprint_modules, str) else blueprint_modules
     return [
         GnarLogging(level=log_level),
         *([] if no_db else [GnarDB()]),
         GnarBlueprints(modules=modules),
         GnarErrors(),
-        GnarHealth(),
+        GnarSQS(queues=sqs),
+        GnarSES(),
         GnarPeer(),
+        GnarHealth(),
     ]

@@ -29,7 +29,9 @@ ASSET_OWNERS = {
     "check_password_hash": "GnarArgon2",
     "jwt": "GnarJWT",
     "get_ses_client": "GnarSES",
+    "send_email": "GnarSES",
     "send_sqs_message": "GnarSQS",
+    "sqs": "GnarSQS",
     "peer": "GnarPeer",
     "external": "GnarPeer",
 }

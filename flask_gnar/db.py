@@ -131,6 +131,11 @@ class CheckedPool(ThreadSafeConnectionPool):  # type: ignore[misc]
                 # topping the pool back up to minconn failed: the next checkout retries
                 log.info("could not reopen a pooled database connection: %s", reason(error))
 
+    def release_idle(self) -> None:
+        """Close the idle connections; the pool stays usable (before a fork)."""
+        with self.lock:
+            self.clear()
+
     def close(self) -> None:
         """Close the idle connections now and the busy ones when they come back."""
         with self.lock:
@@ -314,6 +319,7 @@ class GnarDB(GnarExtension):
         state.provide(db=db)
         state.readiness_checks["database"] = partial(db.ping, readiness_timeout)
         state.on_stop(db.close)
+        state.before_fork(db.pool.release_idle)
         return {"db": db}
 
     def pool_bounds(self, settings: Settings) -> tuple[int, int]:

@@ -166,6 +166,7 @@ class Supervisor:
         self.shut_down()
 
     def spawn(self) -> None:
+        self.state.prepare_fork()
         pid = os.fork()
         if pid == 0:
             self.become_worker()

@@ -61,6 +61,7 @@ class GnarState:
         self.draining = False
         self._start_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
+        self._before_fork_hooks: list[Hook] = []
         self._started_pid: int | None = None
         self._lock = threading.RLock()
 
@@ -103,6 +104,16 @@ class GnarState:
         """Run ``hook`` when the app stops serving (in reverse order of registration)."""
         self._stop_hooks.append(hook)
         return hook
+
+    def before_fork(self, hook: Hook) -> Hook:
+        """Run ``hook`` in the parent before ``serve()`` forks a worker (close sockets)."""
+        self._before_fork_hooks.append(hook)
+        return hook
+
+    def prepare_fork(self) -> None:
+        """Run the before-fork hooks: nothing open may be shared with a forked worker."""
+        for hook in self._before_fork_hooks:
+            hook()
 
     @property
     def started(self) -> bool:

@@ -1,15 +1,29 @@
-"""The piste service: run it with ``python -m piste.app.main`` from examples/."""
+"""piste, the user service: ``python -m piste.app.main`` from examples/."""
 
 import os
 
-from flask_gnar import create_app, serve
+from flask_gnar import create_app, gnar, serve, signals
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id serial PRIMARY KEY,
+    email text UNIQUE NOT NULL,
+    password_hash text NOT NULL
+)
+"""
+
+
+def create_schema(app):
+    with app.app_context():
+        gnar.db.run(SCHEMA)
+
+
+signals.postconfig.connect(create_schema)
 
 app = create_app(
     "piste",
     production=os.environ.get("PISTE_PRODUCTION") == "1",
     port=int(os.environ.get("PISTE_PORT", "9400")),
-    no_db=True,
-    no_jwt=True,
 )
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import os
 
-from flask_gnar import create_app, gnar, serve, signals
+from flask_gnar import create_app, gnar, serve
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -13,18 +13,14 @@ CREATE TABLE IF NOT EXISTS users (
 """
 
 
-def create_schema(app):
-    with app.app_context():
-        gnar.db.run(SCHEMA)
-
-
-signals.postconfig.connect(create_schema)
-
 app = create_app(
     "piste",
     production=os.environ.get("PISTE_PRODUCTION") == "1",
     port=int(os.environ.get("PISTE_PORT", "9400")),
 )
+
+with app.app_context():
+    gnar.db.run(SCHEMA)
 
 if __name__ == "__main__":
     serve(app)

@@ -8,10 +8,13 @@ from typing import Any
 from flask import Flask
 
 from . import signals
+from .auth import GnarJWT
 from .blueprints import GnarBlueprints
+from .cors import GnarCORS
 from .errors import GnarErrors
 from .extension import GnarExtension
 from .log import GnarLogging
+from .passwords import GnarArgon2
 from .state import init_state
 
 
@@ -65,6 +68,9 @@ def extensions_in_seed_order(
     modules = [blueprint_modules] if isinstance(blueprint_modules, str) else blueprint_modules
     return [
         GnarLogging(level=log_level),
+        GnarArgon2(),
         GnarBlueprints(modules=modules),
         GnarErrors(),
+        *([] if no_jwt else [GnarJWT()]),
+        GnarCORS(),
     ]

@@ -6,13 +6,23 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from hmac import compare_digest
 from typing import Any
 
+import jwt as pyjwt
 from flask import Flask, Response, current_app, make_response
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt
-from jwt.exceptions import InvalidAlgorithmError, InvalidSignatureError
+from flask_jwt_extended.config import config as jwt_config
+from flask_jwt_extended.default_callbacks import default_decode_key_callback
+from flask_jwt_extended.exceptions import CSRFError, JWTDecodeError
+from jwt.exceptions import (
+    DecodeError,
+    ExpiredSignatureError,
+    InvalidAlgorithmError,
+    InvalidSignatureError,
+)
 
 from . import signals
 from .config import Settings, parse_minutes, parse_str
@@ -114,6 +124,78 @@ def add_refreshed_token(response: Response) -> Response:
     return response
 
 
+def check_expiry(claims: dict[str, Any], leeway: float | timedelta) -> None:
+    """PyJWT's own ``exp`` rule, applied after the single decode."""
+    if "exp" not in claims:
+        return
+    try:
+        expires = int(claims["exp"])
+    except (ValueError, TypeError, OverflowError):
+        raise DecodeError("Expiration Time claim (exp) must be an integer.") from None
+    if isinstance(leeway, timedelta):
+        leeway = leeway.total_seconds()
+    if expires <= datetime.now(tz=timezone.utc).timestamp() - leeway:
+        raise ExpiredSignatureError("Signature has expired")
+
+
+def with_token_defaults(claims: dict[str, Any]) -> dict[str, Any]:
+    """The claims flask-jwt-extended assumes when a token lacks them."""
+    if current_app.config["JWT_IDENTITY_CLAIM"] not in claims:
+        raise JWTDecodeError(f"Missing claim: {current_app.config['JWT_IDENTITY_CLAIM']}")
+    claims.setdefault("type", "access")
+    claims.setdefault("fresh", False)
+    claims.setdefault("jti", None)
+    return claims
+
+
+class GnarJWTManager(JWTManager):
+    """A :class:`~flask_jwt_extended.JWTManager` that decodes each token once.
+
+    flask-jwt-extended 4 parses a token three times before it verifies it once
+    (unverified claims and header to pick the key, then the verified decode).
+    With the default key loader the key does not depend on the token, so this
+    manager verifies and decodes in one PyJWT call and applies the same checks
+    (signature, algorithms, ``exp``/``nbf``/``iat`` with leeway, audience, issuer,
+    string subject, required identity claim, CSRF). A custom
+    ``decode_key_loader`` gets the library's own path.
+    """
+
+    def _decode_jwt_from_config(
+        self, encoded_token: str, csrf_value: str | None = None, allow_expired: bool = False
+    ) -> dict[str, Any]:
+        if self._decode_key_callback is not default_decode_key_callback:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)  # type: ignore[no-any-return]
+        audience = jwt_config.decode_audience
+        decoded = pyjwt.api_jwt.decode_complete(
+            encoded_token,
+            jwt_config.decode_key,
+            algorithms=jwt_config.decode_algorithms,
+            audience=audience,
+            issuer=jwt_config.decode_issuer,
+            leeway=jwt_config.leeway,
+            options={
+                "verify_aud": audience is not None,
+                "verify_sub": current_app.config.get("JWT_VERIFY_SUB", True),
+                "verify_exp": False,
+            },
+        )
+        claims = decoded["payload"]
+        if not allow_expired:
+            try:
+                check_expiry(claims, jwt_config.leeway)
+            except ExpiredSignatureError as error:
+                error.jwt_header = decoded["header"]  # type: ignore[attr-defined]
+                error.jwt_data = with_token_defaults(claims)  # type: ignore[attr-defined]
+                raise
+        with_token_defaults(claims)
+        if csrf_value:
+            if "csrf" not in claims:
+                raise JWTDecodeError("Missing claim: csrf")
+            if not compare_digest(claims["csrf"], csrf_value):
+                raise CSRFError("CSRF double submit tokens do not match")
+        return claims  # type: ignore[no-any-return]
+
+
 def with_status(answer: ResponseReturnValue, status: int) -> Response:
     response = make_response(answer)
     response.status_code = status
@@ -194,7 +276,7 @@ class GnarJWT(GnarExtension):
         app.config["JWT_SECRET_KEY"] = secret
         app.config["JWT_ACCESS_TOKEN_EXPIRES"] = expires
         app.config["JWT_ERROR_MESSAGE_KEY"] = "error"
-        jwt = JWTManager(app)
+        jwt = GnarJWTManager(app)
         jwt.user_identity_loader(encode_identity)
         jwt.additional_claims_loader(identity_format_claims)
         if seed_status:

@@ -103,6 +103,28 @@ def test_custom_claims_survive_the_refresh(service: Flask, client: FlaskClient) 
     assert second.get_json()["identity"] == 5
 
 
+def test_no_new_token_for_refresh_tokens_or_when_the_view_set_its_own(service: Flask) -> None:
+    from flask_jwt_extended import jwt_required as required
+
+    @service.post("/refresh")
+    @required(refresh=True)
+    def refresh() -> Any:
+        return jsonify(ok=True)
+
+    @service.get("/switch")
+    @required()
+    def switch() -> Any:
+        return jsonify(ok=True), 200, {"Authorization": "Bearer chosen-by-the-view"}
+
+    client = service.test_client()
+    with service.app_context():
+        refresh_token = create_refresh_token(identity=42)
+    refreshed = client.post("/refresh", headers=bearer(refresh_token))
+    assert refreshed.status_code == 200 and "Authorization" not in refreshed.headers
+    own = client.get("/switch", headers=bearer(token_for(service)))
+    assert own.headers["Authorization"] == "Bearer chosen-by-the-view"
+
+
 def test_error_in_a_protected_view_is_500_json_and_keeps_the_session(service: Flask, client: FlaskClient) -> None:
     response = client.get("/crash", headers=bearer(token_for(service)))
     assert response.status_code == 500

@@ -87,6 +87,7 @@ def child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")])
     env["GNAR_JWT_SECRET_KEY"] = SECRET
     env["GNAR_LOG_LEVEL"] = "WARNING"
+    env["GNAR_WORKERS"] = "1"  # one bjoern process, like the bare service
     return env
 
 

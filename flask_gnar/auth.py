@@ -106,7 +106,7 @@ def refreshed_token(claims: dict[str, Any]) -> str:
         for key, value in claims.items()
         if key not in REGISTERED_CLAIMS and key != current_app.config["JWT_IDENTITY_CLAIM"]
     }
-    return create_access_token(identity=identity_from_claims(claims), additional_claims=carried)
+    return str(create_access_token(identity=identity_from_claims(claims), additional_claims=carried))
 
 
 def add_refreshed_token(response: Response) -> Response:
@@ -164,7 +164,7 @@ class GnarJWTManager(JWTManager):
         self, encoded_token: str, csrf_value: str | None = None, allow_expired: bool = False
     ) -> dict[str, Any]:
         if self._decode_key_callback is not default_decode_key_callback:
-            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)  # type: ignore[no-any-return]
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
         audience = jwt_config.decode_audience
         decoded = pyjwt.api_jwt.decode_complete(
             encoded_token,
@@ -233,8 +233,12 @@ def answer_bad_signatures_401(app: Flask, jwt: JWTManager, seed_status: bool) ->
 
 
 def resolve_secret(app: Flask, state: GnarState, settings: Settings, explicit: Any) -> str:
-    secret = settings.get("JWT_SECRET_KEY", parse_str, explicit=explicit, secret=True)
-    secret = secret or app.config.get("JWT_SECRET_KEY")
+    secret: str | None = settings.get("JWT_SECRET_KEY", parse_str, explicit=explicit, secret=True)
+    library_secret = app.config.get("JWT_SECRET_KEY")
+    if not secret and library_secret:
+        if not isinstance(library_secret, str):
+            raise ConfigError("app.config['JWT_SECRET_KEY']", "is malformed: expected a string")
+        secret = library_secret
     if secret:
         if len(secret.encode()) < MINIMUM_SECRET_BYTES:
             log.warning(

@@ -321,6 +321,17 @@ def production_app() -> Flask:
     return app
 
 
+def test_flask_jwt_extended_own_secret_setting_is_honoured() -> None:
+    app = production_app()
+    app.config["JWT_SECRET_KEY"] = SECRET
+    GnarJWT(app)
+    assert pyjwt.decode(token_for(app), SECRET, algorithms=["HS256"])["sub"] == "42"
+    bad = production_app()
+    bad.config["JWT_SECRET_KEY"] = 12345
+    with pytest.raises(ConfigError, match=r"^app.config\['JWT_SECRET_KEY'\]: is malformed"):
+        GnarJWT(bad)
+
+
 def test_missing_secret_in_development_warns_and_works(caplog: pytest.LogCaptureFixture) -> None:
     app = Flask(__name__)
     with caplog.at_level(logging.WARNING, logger="flask_gnar.auth"):

@@ -1,8 +1,10 @@
 """flask-gnar: production-ready Flask microservices as Flask extensions."""
 
 from . import signals
+from .auth import GnarJWT, current_identity
 from .blueprints import GnarBlueprints
 from .config import Settings
+from .cors import GnarCORS
 from .db import GnarDB
 from .errors import GnarErrors
 from .exceptions import (
@@ -21,6 +23,7 @@ from .extension import GnarExtension
 from .factory import create_app
 from .health import GnarHealth
 from .log import GnarLogging
+from .passwords import GnarArgon2
 from .peer import GnarPeer
 from .serve import serve
 from .ses import GnarSES
@@ -32,12 +35,15 @@ __all__ = [
     "BlueprintLoadError",
     "ConfigError",
     "DatabaseUnavailable",
+    "GnarArgon2",
     "GnarBlueprints",
+    "GnarCORS",
     "GnarDB",
     "GnarError",
     "GnarErrors",
     "GnarExtension",
     "GnarHealth",
+    "GnarJWT",
     "GnarLogging",
     "GnarPeer",
     "GnarSES",
@@ -50,6 +56,7 @@ __all__ = [
     "PeerUnavailable",
     "Settings",
     "create_app",
+    "current_identity",
     "get_state",
     "gnar",
     "serve",

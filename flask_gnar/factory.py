@@ -8,12 +8,15 @@ from typing import Any
 from flask import Flask
 
 from . import signals
+from .auth import GnarJWT
 from .blueprints import GnarBlueprints
+from .cors import GnarCORS
 from .db import GnarDB
 from .errors import GnarErrors
 from .extension import GnarExtension
 from .health import GnarHealth
 from .log import GnarLogging
+from .passwords import GnarArgon2
 from .peer import GnarPeer
 from .ses import GnarSES
 from .sqs import GnarSQS
@@ -70,9 +73,12 @@ def extensions_in_seed_order(
     modules = [blueprint_modules] if isinstance(blueprint_modules, str) else blueprint_modules
     return [
         GnarLogging(level=log_level),
+        GnarArgon2(),
         *([] if no_db else [GnarDB()]),
         GnarBlueprints(modules=modules),
         GnarErrors(),
+        *([] if no_jwt else [GnarJWT()]),
+        GnarCORS(),
         GnarSQS(queues=sqs),
         GnarSES(),
         GnarPeer(),

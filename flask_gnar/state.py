@@ -27,6 +27,7 @@ ASSET_OWNERS = {
     "argon2": "GnarArgon2",
     "generate_password_hash": "GnarArgon2",
     "check_password_hash": "GnarArgon2",
+    "password_needs_rehash": "GnarArgon2",
     "jwt": "GnarJWT",
     "get_ses_client": "GnarSES",
     "send_email": "GnarSES",

@@ -1,0 +1,1 @@
+"""A tiny flask-gnar service for the benchmarks (``create_app("glade")``)."""

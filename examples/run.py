@@ -27,7 +27,13 @@ from pathlib import Path
 import boto3
 import requests
 
-from flask_gnar.testing import start_embedded_postgres, start_local_aws, stop_embedded_postgres, stop_local_aws
+from flask_gnar.testing import (
+    free_port,
+    start_embedded_postgres,
+    start_local_aws,
+    stop_embedded_postgres,
+    stop_local_aws,
+)
 
 HERE = Path(__file__).resolve().parent
 SERVICES = ("piste", "powder")
@@ -132,13 +138,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="walk through the flow once and stop")
     parser.add_argument("--production", action="store_true", help="serve with bjoern")
-    parser.add_argument("--port-base", type=int, default=9400)
+    parser.add_argument("--port-base", type=int, default=9400, help="piste's port, powder's is next; 0: any free ports")
     args = parser.parse_args()
 
-    ports = {name: args.port_base + offset for offset, name in enumerate(SERVICES)}
     data_dir = Path(tempfile.mkdtemp(prefix="gnar-examples-pg-"))
     postgres = start_embedded_postgres(data_dir)
     aws = start_local_aws()
+    if args.port_base:
+        ports = {name: args.port_base + offset for offset, name in enumerate(SERVICES)}
+    else:
+        ports = {name: free_port() for name in SERVICES}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         base = {**os.environ, **aws.env, "GNAR_PG_DSN": postgres.uri}

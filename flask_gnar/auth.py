@@ -287,6 +287,6 @@ class GnarJWT(GnarExtension):
             answer_with_seed_status(jwt)
         answer_bad_signatures_401(app, jwt, seed_status)
         app.after_request(add_refreshed_token)
-        state.provide(jwt=jwt)
+        state.provide(jwt=jwt, fresh_token=refreshed_token)
         log.info("JWT configured, tokens expire in %s minutes", expires.total_seconds() / 60)
         return {"jwt": jwt}

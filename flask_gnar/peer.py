@@ -22,8 +22,8 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
-from flask import Flask, Response, g, has_request_context, request
-from flask_jwt_extended import create_access_token, get_jwt_identity
+from flask import Flask, Response, current_app, g, has_request_context, request
+from flask_jwt_extended import create_access_token, get_jwt, get_jwt_identity
 from requests.adapters import HTTPAdapter
 from urllib3 import BaseHTTPResponse
 from urllib3.connectionpool import ConnectionPool
@@ -39,7 +39,7 @@ from .config import (
 )
 from .exceptions import ConfigError, PeerNotFound, PeerTimeout, PeerUnavailable
 from .extension import GnarExtension
-from .state import GnarState
+from .state import GnarState, get_state
 
 log = logging.getLogger(__name__)
 
@@ -396,16 +396,23 @@ class PeerClient:
 
 
 def bearer_for_current_identity() -> str | None:
-    """A fresh access token for the identity of the request's verified JWT, if any."""
+    """A fresh access token for the identity of the request's verified JWT, if any.
+
+    With GnarJWT on the app, its ``fresh_token`` keeps non-string identities and
+    custom claims; otherwise a plain flask-jwt-extended token for the subject.
+    """
     if not has_request_context():
         return None
     try:
-        identity = get_jwt_identity()
+        claims = get_jwt()
     except RuntimeError:  # no JWT was verified in this request
         return None
-    if identity is None:
+    if not claims:
         return None
-    return f"Bearer {create_access_token(identity=identity)}"
+    fresh_token = getattr(get_state(current_app), "fresh_token", None)
+    if fresh_token is not None:
+        return f"Bearer {fresh_token(claims)}"
+    return f"Bearer {create_access_token(identity=get_jwt_identity())}"
 
 
 class Peer:

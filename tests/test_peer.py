@@ -454,3 +454,31 @@ def test_peer_configured_signal() -> None:
     with signals.peer_configured.connected_to(lambda sender, **kw: seen.append(kw)):
         make_caller(GNAR_PEER_TIMEOUT_SECONDS="2.5", GNAR_PEER_RETRIES="4")
     assert seen == [{"timeout": 2.5, "retries": 4}]
+
+
+def test_auto_auth_keeps_a_non_string_identity_and_custom_claims(monkeypatch):
+    """With GnarJWT, the forwarded token decodes to the same int identity and claims."""
+    from flask import jsonify
+    from flask_jwt_extended import create_access_token, decode_token, jwt_required
+
+    from flask_gnar import create_app, current_identity
+    from flask_gnar.peer import bearer_for_current_identity
+
+    monkeypatch.setenv("GNAR_JWT_SECRET_KEY", "s" * 48)
+    application = create_app("snowy", no_db=True)
+
+    @application.get("/forward")
+    @jwt_required()
+    def forward():
+        token = bearer_for_current_identity().removeprefix("Bearer ")
+        return jsonify({"mine": current_identity(), "forwarded": decode_token(token)})
+
+    with application.app_context():
+        token = create_access_token(identity=42, additional_claims={"role": "patroller"})
+    answer = application.test_client().get("/forward", headers={"Authorization": f"Bearer {token}"}).json
+    assert answer["mine"] == 42
+    with application.test_request_context():
+        from flask_gnar.auth import identity_from_claims
+
+        assert identity_from_claims(answer["forwarded"]) == 42
+    assert answer["forwarded"]["role"] == "patroller"

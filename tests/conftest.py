@@ -12,6 +12,8 @@ from flask import Flask
 
 from flask_gnar import create_app
 
+pytest_plugins = ["pytester"]
+
 PACKAGES = Path(__file__).parent / "packages"
 sys.path.insert(0, str(PACKAGES))
 

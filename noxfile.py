@@ -1,10 +1,10 @@
-"""Sessions: tests (the whole suite), docs (Sphinx, warnings as errors), examples, typing."""
+"""Sessions: tests (the whole suite), docs (Sphinx, warnings as errors), typing (mypy strict), examples, bench."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "docs"]
+nox.options.sessions = ["tests", "docs", "typing"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
@@ -24,7 +24,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
-    session.install("-e", ".", "mypy", "types-requests", "boto3-stubs")
+    session.install("-e", ".[test]", "mypy", "types-requests")
     session.run("mypy")
 
 
@@ -32,3 +32,11 @@ def typing(session: nox.Session) -> None:
 def examples(session: nox.Session) -> None:
     session.install("-e", ".[embedded]")
     session.run("python", "examples/run.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmarks (needs wrk: ./dev bench installs it)."""
+    session.install("-e", ".[test]", "gunicorn")
+    for script in session.posargs or ["http_bench.py", "login_burst.py", "jwt_refresh.py", "peer.py", "sqs.py"]:
+        session.run("python", f"bench/{script}")

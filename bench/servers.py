@@ -1,6 +1,7 @@
 """The servers the HTTP benchmark compares: ``python bench/servers.py KIND PORT WORKERS``.
 
 gnar        flask-gnar's create_app + serve() in production (bjoern, pre-forked workers)
+gnar-login  the same, plus POST /login verifying an Argon2 hash with the default parameters
 bjoern      bare Flask on bjoern, forked after listen(reuse_port=True)
 gunicorn    bare Flask on gunicorn's sync workers
 """
@@ -38,6 +39,24 @@ def gnar_app(port: int) -> Flask:
     return app
 
 
+def login_app(port: int) -> Flask:
+    """flask-gnar with the default Argon2 parameters: /login verifies one password hash."""
+    from flask import request
+
+    from flask_gnar import gnar
+
+    app = gnar_app(port)
+    with app.app_context():
+        stored = gnar.generate_password_hash("correct horse battery staple")
+
+    @app.post("/login")
+    def login():
+        password = (request.get_json(silent=True) or {}).get("password", "")
+        return jsonify({"ok": gnar.check_password_hash(stored, password)})
+
+    return app
+
+
 def run_bare_bjoern(port: int, workers: int) -> None:
     import bjoern
 
@@ -67,10 +86,11 @@ def run_gunicorn(port: int, workers: int) -> None:
 
 def main() -> None:
     kind, port, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    if kind == "gnar":
+    if kind in ("gnar", "gnar-login"):
         from flask_gnar import serve
 
-        serve(gnar_app(port), host="127.0.0.1", workers=workers)
+        app = gnar_app(port) if kind == "gnar" else login_app(port)
+        serve(app, host="127.0.0.1", workers=workers)
     elif kind == "bjoern":
         run_bare_bjoern(port, workers)
     elif kind == "gunicorn":

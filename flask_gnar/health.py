@@ -31,8 +31,8 @@ class GnarHealth(GnarExtension):
         enabled = settings.get("HEALTH_ENABLED", parse_bool, explicit=self.option("enabled"), default=True)
         if not enabled:
             return {"paths": []}
-        live_path = settings.get("HEALTH_LIVE_PATH", explicit=self.option("live_path"), default=DEFAULT_LIVE_PATH)
-        ready_path = settings.get("HEALTH_READY_PATH", explicit=self.option("ready_path"), default=DEFAULT_READY_PATH)
+        live_path: str = settings.get("HEALTH_LIVE_PATH", explicit=self.option("live_path"), default=DEFAULT_LIVE_PATH)
+        ready_path: str = settings.get("HEALTH_READY_PATH", explicit=self.option("ready_path"), default=DEFAULT_READY_PATH)
 
         def live() -> Any:
             return jsonify({"live": True})

@@ -23,7 +23,7 @@ DEFAULT_MSEC_FORMAT = "%s.%03d"
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stdout`` is now (test capture, a redirected stream)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 

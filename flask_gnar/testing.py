@@ -53,12 +53,12 @@ class EmbeddedPostgres:
 def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start (or reuse) a pgserver cluster in ``data_dir``."""
     try:
-        import pgserver
+        from pgserver.postgres_server import get_server
     except ImportError as error:  # pragma: no cover - depends on the extras
         raise RuntimeError(
             "the embedded Postgres needs pgserver: pip install 'flask-gnar[embedded]'"
         ) from error
-    server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+    server = get_server(str(data_dir), cleanup_mode="stop")
     return EmbeddedPostgres(uri=server.get_uri(), data_dir=data_dir, server=server)
 
 

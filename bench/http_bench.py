@@ -30,9 +30,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of " + ",".join(KINDS))
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    worker_counts = [int(w) for w in args.workers.split(",")]
 
-    configs = [(kind, workers) for workers in (1, 2) for kind in KINDS]
+    configs = [(kind, workers) for workers in worker_counts for kind in kinds]
     results: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in configs}
     for round_number in range(args.rounds):
         order = configs[round_number % len(configs):] + configs[:round_number % len(configs)]
@@ -51,14 +55,14 @@ def main() -> None:
         print(f"{kind:<10}{workers:>8}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
               f"{row['non_2xx']:>9.0f}")
     print()
-    for workers in (1, 2):
-        gnar, bare = summary[("gnar", workers)]["rps"], summary[("bjoern", workers)]["rps"]
-        guni = summary[("gunicorn", workers)]["rps"]
-        print(f"{workers} worker(s): flask-gnar / bare bjoern = {gnar / bare:.3f}x, "
-              f"flask-gnar / gunicorn = {gnar / guni:.3f}x")
-    for kind in KINDS:
-        scale = summary[(kind, 2)]["rps"] / summary[(kind, 1)]["rps"]
-        print(f"{kind}: 2 workers / 1 worker = {scale:.2f}x")
+    for workers in worker_counts:
+        gnar = summary.get(("gnar", workers), {}).get("rps")
+        for other in ("bjoern", "gunicorn"):
+            if gnar and (other, workers) in summary:
+                print(f"{workers} worker(s): flask-gnar / {other} = {gnar / summary[(other, workers)]['rps']:.3f}x")
+    if 1 in worker_counts and 2 in worker_counts:
+        for kind in kinds:
+            print(f"{kind}: 2 workers / 1 worker = {summary[(kind, 2)]['rps'] / summary[(kind, 1)]['rps']:.2f}x")
 
 
 if __name__ == "__main__":

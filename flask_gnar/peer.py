@@ -17,12 +17,13 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
-from flask import Flask, Response, current_app, g, has_request_context, request
+from flask import Flask, Response, after_this_request, current_app, g, has_request_context, request
 from flask_jwt_extended import create_access_token, get_jwt, get_jwt_identity
 from requests.adapters import HTTPAdapter
 from urllib3 import BaseHTTPResponse
@@ -193,22 +194,26 @@ def new_request_id() -> str:
 
 
 def current_request_id() -> str | None:
-    """The id of the request being handled, or ``None`` outside a request."""
+    """The id of the request being handled, or ``None`` outside a request.
+
+    Settled on first use (a peer call, a log line): a well-formed incoming
+    ``X-Request-ID`` is reused, else one is made. Requests that never need one
+    pay nothing for it.
+    """
     if not has_request_context():
         return None
     request_id: str | None = g.get("gnar_request_id")
+    if request_id is None:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = incoming if _INCOMING_REQUEST_ID.fullmatch(incoming) else new_request_id()
+        g.gnar_request_id = request_id
+        after_this_request(partial(return_request_id, request_id))
     return request_id
 
 
-def adopt_request_id() -> None:
-    """``before_request``: reuse a well-formed incoming ``X-Request-ID``, else make one."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.gnar_request_id = incoming if _INCOMING_REQUEST_ID.fullmatch(incoming) else new_request_id()
-
-
-def return_request_id(response: Response) -> Response:
-    """``after_request``: the client gets the id back."""
-    response.headers[REQUEST_ID_HEADER] = current_request_id() or new_request_id()
+def return_request_id(request_id: str, response: Response) -> Response:
+    """The client gets back the id that was used (to find the request in the logs)."""
+    response.headers[REQUEST_ID_HEADER] = request_id
     return response
 
 
@@ -539,8 +544,6 @@ class GnarPeer(GnarExtension):
                 default=DEFAULT_BACKOFF_SECONDS,
             ),
         )
-        app.before_request(adopt_request_id)
-        app.after_request(return_request_id)
         install_request_id_filter()
         state.on_stop(client.close)
         state.provide(peer=client.peer, external=client.external)

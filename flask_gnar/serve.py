@@ -81,26 +81,28 @@ def grace_seconds(state: GnarState, explicit: Any = None) -> float:
 
 
 class InFlight:
-    """WSGI middleware counting requests whose response is not yet fully sent."""
+    """WSGI middleware counting requests whose response is not yet fully sent.
+
+    bjoern calls one request at a time per process, so the count needs no lock.
+    The count drops when the server closes the response iterable, after the last
+    byte is written.
+    """
 
     def __init__(self, wsgi_app: WSGIApplication) -> None:
         self.wsgi_app = wsgi_app
         self.count = 0
-        self._lock = threading.Lock()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        with self._lock:
-            self.count += 1
+        self.count += 1
         try:
             body = self.wsgi_app(environ, start_response)
         except BaseException:
-            self._done()
+            self.done()
             raise
-        return ClosingIterator(body, [self._done])
+        return ClosingIterator(body, self.done)
 
-    def _done(self) -> None:
-        with self._lock:
-            self.count -= 1
+    def done(self) -> None:
+        self.count -= 1
 
 
 def worker_count(state: GnarState, explicit: Any = None) -> int:

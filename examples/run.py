@@ -59,7 +59,7 @@ def service_env(base: dict[str, str], ports: dict[str, int], production: bool) -
         "GNAR_JWT_SECRET_KEY": base.get("GNAR_JWT_SECRET_KEY") or secrets.token_urlsafe(48),
     }
     for name, port in ports.items():
-        env[f"{name.upper()}_PORT"] = str(port)
+        env[f"{name.upper()}_HTTP_PORT"] = str(port)
         env[f"{name.upper()}_PRODUCTION"] = "1" if production else "0"
     if production:
         env["PISTE_SERVICE_HOST"], env["PISTE_SERVICE_PORT"] = "127.0.0.1", str(ports["piste"])

@@ -46,7 +46,14 @@ def is_reloader_parent(use_reloader: bool) -> bool:
     return use_reloader and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
 
 
+PRODUCTION_ONLY_OPTIONS = ("workers", "grace")
+
+
 def serve_development(app: Flask, state: GnarState, host: str, port: int, **options: Any) -> None:
+    ignored = [name for name in PRODUCTION_ONLY_OPTIONS if options.pop(name, None) is not None]
+    if ignored:
+        log.warning("serve(): %s apply in production only; the development server ignores them",
+                    ", ".join(ignored))
     options.setdefault("debug", True)
     options.setdefault("use_reloader", True)
     extra_files = set(options.pop("extra_files", None) or ()) | state.watch_files

@@ -81,8 +81,11 @@ class GnarState:
             setattr(self, key, value)
 
     def env(self, name: str, default: str | None = None) -> str | None:
-        """The setting ``name`` from ``app.config["GNAR_<name>"]`` or ``<PREFIX>_<name>``."""
-        found = self.settings.find(name)
+        """The setting ``NAME`` from ``app.config["GNAR_<NAME>"]`` or ``<PREFIX>_<NAME>``.
+
+        The name is upper-cased, as gnar-gear's ``app.env`` did.
+        """
+        found = self.settings.find(name.upper())
         return default if found is None else str(found[1])
 
     def ready(self) -> dict[str, bool]:

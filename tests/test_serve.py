@@ -203,3 +203,20 @@ def test_during_the_shutdown_delay_readiness_fails_while_requests_are_still_serv
     finally:
         output = stop(process)
     assert "readiness is false" in output
+
+
+def test_production_options_are_ignored_with_a_warning_in_development():
+    port = free_port()
+    code = (
+        "import sys; from flask_gnar import create_app, serve;"
+        f"app = create_app('snowy', port={port}, no_db=True, no_jwt=True);"
+        "serve(app, host='127.0.0.1', workers=4, grace=3, use_reloader=False)"
+    )
+    from helpers import start_process
+
+    process = start_process(code)
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/lifts/", process=process).status_code == 200
+    finally:
+        output = stop(process)
+    assert "workers, grace apply in production only" in output

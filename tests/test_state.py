@@ -108,3 +108,9 @@ def test_readiness_counts_a_failing_check_as_not_ready(app):
     state.readiness_checks["always"] = lambda: True
     state.readiness_checks["broken"] = lambda: 1 / 0
     assert state.ready() == {"always": True, "broken": False}
+
+
+def test_env_upper_cases_the_name_like_the_seed(monkeypatch):
+    monkeypatch.setenv("GNAR_PG_ENDPOINT", "db.internal")
+    application = create_app("snowy", no_db=True, no_jwt=True)
+    assert application.extensions["gnar"].env("pg_endpoint") == "db.internal"

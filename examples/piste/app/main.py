@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS users (
 app = create_app(
     "piste",
     production=os.environ.get("PISTE_PRODUCTION") == "1",
-    port=int(os.environ.get("PISTE_PORT", "9400")),
+    port=int(os.environ.get("PISTE_HTTP_PORT", "9400")),
 )
 
 with app.app_context():

@@ -9,7 +9,7 @@ from .events import handle_event
 app = create_app(
     "powder",
     production=os.environ.get("POWDER_PRODUCTION") == "1",
-    port=int(os.environ.get("POWDER_PORT", "9401")),
+    port=int(os.environ.get("POWDER_HTTP_PORT", "9401")),
     no_db=True,
     sqs={"queue_name": "piste-events", "callback": handle_event, "wait_time_seconds": 20},
 )

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_SECONDS = 25.0
 IDLE_CONFIRM_SECONDS = 0.2
+STOP_HOOKS_MINIMUM_SECONDS = 1.0
 
 
 def serve(app: Flask, port: int | None = None, host: str = "0.0.0.0", **options: Any) -> None:
@@ -279,9 +280,22 @@ def drain_and_exit(state: GnarState, in_flight: InFlight, delay: float, grace: f
     else:
         log.warning("grace period over with %d request(s) in flight: exiting", in_flight.count)
     os.kill(os.getpid(), signal.SIGINT)
-    state.stop()
+    run_stop_hooks_until(state, deadline)
     logging.shutdown()
     os._exit(0)
+
+
+def run_stop_hooks_until(state: GnarState, deadline: float) -> None:
+    """The stop hooks share the grace period (at least STOP_HOOKS_MINIMUM_SECONDS).
+
+    A poller whose callback is cut at the deadline leaves its message on the queue,
+    where it comes back after its visibility timeout.
+    """
+    stopper = threading.Thread(target=state.stop, daemon=True)
+    stopper.start()
+    stopper.join(max(deadline - time.monotonic(), STOP_HOOKS_MINIMUM_SECONDS))
+    if stopper.is_alive():
+        log.warning("stop hooks still running at the end of the grace period: exiting")
 
 
 def wait_until_idle(in_flight: InFlight, deadline: float) -> bool:

@@ -220,3 +220,16 @@ def test_production_options_are_ignored_with_a_warning_in_development():
     finally:
         output = stop(process)
     assert "workers, grace apply in production only" in output
+
+
+def test_stop_hooks_share_the_grace_period():
+    port = free_port()
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
+                           GNAR_SHUTDOWN_GRACE_SECONDS="1", SLOWPOKE_STOP_HANG="60")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        output = stop(process)
+    assert "stop hooks still running at the end of the grace period" in output

@@ -18,6 +18,7 @@ app = create_app(
 state = get_state(app)
 state.on_start(lambda: print(f"HOOK start pid={os.getpid()}", flush=True))
 state.on_stop(lambda: print(f"HOOK stop pid={os.getpid()}", flush=True))
+state.on_stop(lambda: time.sleep(float(os.environ.get("SLOWPOKE_STOP_HANG", "0"))))
 
 
 @app.get("/slow/<float:seconds>")

@@ -107,6 +107,12 @@ class InFlight:
         except BaseException:
             self.done()
             raise
+        # Flask answers with a werkzeug ClosingIterator: adding our callback to it
+        # costs nothing, while wrapping it in another iterator cost ~4% of throughput.
+        callbacks = getattr(body, "_callbacks", None)
+        if isinstance(body, ClosingIterator) and isinstance(callbacks, list):
+            callbacks.append(self.done)
+            return body
         return ClosingIterator(body, self.done)
 
     def done(self) -> None:

@@ -233,3 +233,27 @@ def test_stop_hooks_share_the_grace_period():
     finally:
         output = stop(process)
     assert "stop hooks still running at the end of the grace period" in output
+
+
+def test_in_flight_count_drops_when_the_response_is_closed():
+    from werkzeug.test import EnvironBuilder
+
+    from flask_gnar.serve import InFlight
+
+    application = create_app("snowy", no_db=True, no_jwt=True)
+    counter = InFlight(application.wsgi_app)
+    body = counter(EnvironBuilder(path="/lifts/").get_environ(), lambda status, headers, exc=None: None)
+    assert counter.count == 1
+    assert b"gondola" in b"".join(body)
+    body.close()
+    assert counter.count == 0
+
+    def plain_wsgi(environ, start_response):
+        start_response("200 OK", [])
+        return iter([b"plain"])
+
+    plain = InFlight(plain_wsgi)
+    body = plain({}, lambda status, headers, exc=None: None)
+    assert plain.count == 1 and list(body) == [b"plain"]
+    body.close()
+    assert plain.count == 0

@@ -33,7 +33,7 @@ import boto3
 from flask import Flask
 
 from flask_gnar import GnarSQS, get_state, signals
-from flask_gnar.testing import LocalAWS, start_local_aws, stop_local_aws
+from flask_gnar.embedded import LocalAWS, start_local_aws, stop_local_aws
 
 Callback = Callable[[dict[str, Any]], Any]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import boto3
 import requests
 
-from flask_gnar.testing import (
+from flask_gnar.embedded import (
     free_port,
     start_embedded_postgres,
     start_local_aws,

@@ -21,110 +21,21 @@ Fixtures:
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-
-@dataclass
-class EmbeddedPostgres:
-    """A running embedded PostgreSQL server."""
-
-    uri: str
-    data_dir: Path
-    server: object = field(repr=False)
-
-    @property
-    def config(self) -> dict[str, str]:
-        """``app.config`` settings that point GnarDB at this server."""
-        return {"GNAR_PG_DSN": self.uri}
-
-
-def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
-    """Start (or reuse) a pgserver cluster in ``data_dir``."""
-    try:
-        from pgserver.postgres_server import get_server
-    except ImportError as error:  # pragma: no cover - depends on the extras
-        raise RuntimeError(
-            "the embedded Postgres needs pgserver: pip install 'flask-gnar[embedded]'"
-        ) from error
-    server = get_server(str(data_dir), cleanup_mode="stop")
-    return EmbeddedPostgres(uri=server.get_uri(), data_dir=data_dir, server=server)
-
-
-def stop_embedded_postgres(postgres: EmbeddedPostgres) -> None:
-    postgres.server.cleanup()  # type: ignore[attr-defined]
-
-
-@dataclass
-class LocalAWS:
-    """moto in server mode: a real HTTP endpoint for boto3 clients."""
-
-    endpoint_url: str
-    process: subprocess.Popen[bytes] = field(repr=False)
-    region: str = "us-east-1"
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment variables that point boto3 (and flask-gnar) at the stand-in."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": self.region,
-        }
-
-    def reset(self) -> None:
-        """Forget every queue, message and identity."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_local_aws(port: int | None = None, timeout: float = 30.0) -> LocalAWS:
-    """Start ``moto.server`` in a subprocess on 127.0.0.1 and wait until it answers."""
-    port = port or free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto.server exited with status {process.returncode}")
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            return LocalAWS(endpoint_url=endpoint, process=process)
-        except (urllib.error.URLError, ConnectionError, OSError):
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"moto.server did not answer on {endpoint} within {timeout}s")
-
-
-def stop_local_aws(aws: LocalAWS) -> None:
-    aws.process.terminate()
-    try:
-        aws.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        aws.process.kill()
-        aws.process.wait()
+from .embedded import (
+    EmbeddedPostgres,
+    LocalAWS,
+    free_port,
+    start_embedded_postgres,
+    start_local_aws,
+    stop_embedded_postgres,
+    stop_local_aws,
+)
 
 
 @pytest.fixture(scope="session")

@@ -130,6 +130,14 @@ def parse_non_negative_float(value: Any) -> float:
         raise ValueError(f"expected a number of at least 0, got {value!r}")
     return number
 
+
+def parse_port(value: Any) -> int:
+    number = parse_int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"expected a port number from 1 to 65535, got {number}")
+    return number
+
+
 class Settings:
     """Resolves settings for one app (see the module docstring for the order)."""
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import threading
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from flask import Flask
 from flask_jwt_extended import create_access_token, create_refresh_token
 
 from flask_gnar import GnarJWT
-from helpers import free_port, start_module, stop, wait_for_http
+from helpers import child_env, free_port, kill_group, wait_for_http
 
 JWT_SECRET = "hardy-jwt-secret-0123456789abcdefghijklmnop"
 DEADLINE = 20.0
@@ -37,10 +37,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = DEADLINE, what: st
 
 @dataclass
 class Hardy:
-    """The ``hardy`` service (bjoern, production) running in its own process group."""
+    """The ``hardy`` service (bjoern, production) running in its own process group.
+
+    Its output goes to a file, not a pipe: a pipe nobody reads while the test runs
+    fills up under a flood of log lines and blocks the service in ``write``.
+    """
 
     port: int
     process: subprocess.Popen[str]
+    log_path: Path
     output: str = ""
 
     @property
@@ -49,7 +54,10 @@ class Hardy:
 
     def stop(self) -> str:
         if not self.output:
-            self.output = stop(self.process)
+            kill_group(self.process)
+            self.process.wait(timeout=10)
+            self.output = self.log_path.read_text(errors="replace")
+            self.log_path.unlink(missing_ok=True)
         return self.output
 
 
@@ -57,12 +65,18 @@ def start_hardy(ready_path: str = "/pid", **env: str) -> Hardy:
     """Start ``hardy`` with ``env`` and wait until ``ready_path`` answers."""
     port = free_port()
     env.setdefault("GNAR_JWT_SECRET_KEY", JWT_SECRET)
-    process = start_module("hardy.app.main", str(port), **env)
-    service = Hardy(port, process)
+    handle, name = tempfile.mkstemp(prefix="hardy-", suffix=".log")
+    with os.fdopen(handle, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hardy.app.main", str(port)],
+            env=child_env(**env), stdout=log_file, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+    service = Hardy(port, process, Path(name))
     try:
-        wait_for_http(f"{service.url}{ready_path}", process=process, timeout=30)
+        wait_for_http(f"{service.url}{ready_path}", timeout=30, process=process)
     except BaseException:
-        service.stop()
+        print(service.stop())
         raise
     return service
 
@@ -150,79 +164,3 @@ def drain(sqs: Any, url: str) -> list[str]:
         for message in messages:
             bodies.append(message["Body"])
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-
-
-# --- an endpoint that can go away ---------------------------------------------------------
-
-
-@dataclass
-class Gate:
-    """A TCP forwarder on a fixed 127.0.0.1 port in front of ``target_port``.
-
-    ``close()`` stops listening and cuts every open connection: clients see the
-    endpoint gone (connection refused) while the server behind keeps its state.
-    ``open()`` listens on the same port again.
-    """
-
-    target_port: int
-    port: int = field(default_factory=free_port)
-    _listener: socket.socket | None = None
-    _connections: list[socket.socket] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def open(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def close(self) -> None:
-        with self._lock:
-            listener, self._listener = self._listener, None
-            connections, self._connections = self._connections, []
-        if listener is not None:
-            listener.close()
-        for sock in connections:
-            shut(sock)
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            with self._lock:
-                if self._listener is not listener:
-                    shut(client), shut(upstream)
-                    return
-                self._connections += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
-
-
-def pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            sink.sendall(data)
-    except OSError:
-        pass
-    shut(sink)
-
-
-def shut(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
-def env_without(*prefixes: str) -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}

@@ -3,7 +3,7 @@
 ``python -m hardy.app.main PORT``. Environment: ``HARDY_DB=1`` adds GnarDB (the
 ``GNAR_PG_*`` settings say where), ``HARDY_QUEUE`` polls that queue with a
 callback that appends ``start``/``end`` lines (pid, message id, body) to the
-file ``HARDY_LEDGER``; a body ``sleep:<seconds>`` makes the callback that slow.
+file ``HARDY_LEDGER``; a body ``sleep:<seconds>:<anything>`` makes the callback that slow.
 """
 
 import os
@@ -21,7 +21,7 @@ def record(message):
     line = f"{os.getpid()} {message['MessageId']} {message['Body']}"
     append(ledger, f"start {line}")
     if message["Body"].startswith("sleep:"):
-        time.sleep(float(message["Body"].removeprefix("sleep:")))
+        time.sleep(float(message["Body"].split(":")[1]))
     append(ledger, f"end {line}")
 
 

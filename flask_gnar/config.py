@@ -32,6 +32,12 @@ DEFAULT_ENV_PREFIX = "GNAR"
 
 _MISSING: Any = object()
 
+#: Values of secret settings resolved in this process; GnarLogging's handler masks them
+#: in every record, a library's DEBUG lines included (logging is per process too).
+SECRET_VALUES: set[str] = set()
+#: Shorter values are not masked: they would turn up inside ordinary words.
+MIN_MASKED_LENGTH = 6
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -180,6 +186,8 @@ class Settings:
                 )
             return default  # type: ignore[no-any-return]
         source, raw = found
+        if secret and isinstance(raw, str) and len(raw) >= MIN_MASKED_LENGTH:
+            SECRET_VALUES.add(raw)
         try:
             return parser(raw)
         except ValueError as error:

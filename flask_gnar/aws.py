@@ -67,7 +67,7 @@ def resolve_client_settings(
 ) -> AWSClientSettings:
     """Read ``<PREFIX>_<SERVICE>_*``; a key id without its secret (or the reverse) is an error."""
     upper = service.upper()
-    access_key_id: str | None = settings.get(f"{upper}_ACCESS_KEY_ID")
+    access_key_id: str | None = settings.get(f"{upper}_ACCESS_KEY_ID", secret=True)
     secret_access_key: str | None = settings.get(f"{upper}_SECRET_ACCESS_KEY", secret=True)
     if bool(access_key_id) != bool(secret_access_key):
         present, missing = (

@@ -32,6 +32,12 @@ DEFAULT_ENV_PREFIX = "GNAR"
 
 _MISSING: Any = object()
 
+#: Values of secret settings resolved in this process; GnarLogging's handler masks them
+#: in every record, a library's DEBUG lines included (logging is per process too).
+SECRET_VALUES: set[str] = set()
+#: Shorter values are not masked: they would turn up inside ordinary words.
+MIN_MASKED_LENGTH = 6
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -130,6 +136,14 @@ def parse_non_negative_float(value: Any) -> float:
         raise ValueError(f"expected a number of at least 0, got {value!r}")
     return number
 
+
+def parse_port(value: Any) -> int:
+    number = parse_int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"expected a port number from 1 to 65535, got {number}")
+    return number
+
+
 class Settings:
     """Resolves settings for one app (see the module docstring for the order)."""
 
@@ -172,6 +186,8 @@ class Settings:
                 )
             return default  # type: ignore[no-any-return]
         source, raw = found
+        if secret and isinstance(raw, str) and len(raw) >= MIN_MASKED_LENGTH:
+            SECRET_VALUES.add(raw)
         try:
             return parser(raw)
         except ValueError as error:

@@ -22,6 +22,7 @@ from .config import (
     Settings,
     parse_non_negative_float,
     parse_non_negative_int,
+    parse_port,
     parse_positive_int,
 )
 from .exceptions import ConfigError, DatabaseUnavailable
@@ -356,7 +357,7 @@ class GnarDB(GnarExtension):
             return None
         return make_dsn(
             host=settings.get("PG_ENDPOINT", explicit=self.option("endpoint"), required=True),
-            port=settings.get("PG_PORT", parse_positive_int, explicit=self.option("port")),
+            port=settings.get("PG_PORT", parse_port, explicit=self.option("port")),
             dbname=settings.get("PG_DATABASE", explicit=self.option("database"), required=True),
             user=settings.get("PG_USERNAME", explicit=self.option("username"), required=True),
             password=settings.get("PG_PASSWORD", explicit=self.option("password"), secret=True),

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.logging import default_handler
 
 from . import signals
-from .config import Settings, parse_bool, parse_log_level
+from .config import SECRET_VALUES, Settings, parse_bool, parse_log_level
 from .extension import GnarExtension
 from .state import GnarState
 
@@ -47,8 +47,30 @@ class JSONFormatter(logging.Formatter):
         if request_id:
             entry["request_id"] = request_id
         if record.exc_info:
-            entry["exc_info"] = self.formatException(record.exc_info)
+            entry["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def mask_secrets(text: str) -> str:
+    for secret in list(SECRET_VALUES):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class MaskSecrets(logging.Filter):
+    """Replaces the value of every secret setting with ``***`` (botocore logs the AWS
+    key id at DEBUG level, for one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if SECRET_VALUES:
+            message = record.getMessage()
+            masked = mask_secrets(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = mask_secrets(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 def app_level_setting(app_name: str) -> str:
@@ -65,6 +87,7 @@ def install_root_handler(formatter: logging.Formatter) -> logging.Handler:
             return handler
     handler = StdoutHandler()
     handler.setFormatter(formatter)
+    handler.addFilter(MaskSecrets())
     root.addHandler(handler)
     return handler
 

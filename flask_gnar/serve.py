@@ -15,7 +15,7 @@ from flask import Flask
 from werkzeug.wsgi import ClosingIterator
 
 from . import signals
-from .config import parse_float, parse_positive_int
+from .config import parse_non_negative_float, parse_positive_int
 from .state import GnarState, get_state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,7 +83,8 @@ def stop_serving(app: Flask, state: GnarState, reason: str) -> None:
 def grace_seconds(state: GnarState, explicit: Any = None) -> float:
     return float(
         state.settings.get(
-            "SHUTDOWN_GRACE_SECONDS", parse_float, explicit=explicit, default=DEFAULT_GRACE_SECONDS
+            "SHUTDOWN_GRACE_SECONDS", parse_non_negative_float, explicit=explicit,
+            default=DEFAULT_GRACE_SECONDS,
         )
     )
 
@@ -119,6 +120,12 @@ class InFlight:
         self.count -= 1
 
 
+def shutdown_delay(state: GnarState) -> float:
+    return float(
+        state.settings.get("SHUTDOWN_DELAY_SECONDS", parse_non_negative_float, default=0.0)
+    )
+
+
 def worker_count(state: GnarState, explicit: Any = None) -> int:
     return int(state.settings.get("WORKERS", parse_positive_int, explicit=explicit, default=1))
 
@@ -136,6 +143,7 @@ def serve_production(
 
     count = worker_count(state, workers)
     deadline = grace_seconds(state, grace)
+    shutdown_delay(state)  # checked before the socket opens: a forked worker must not fail on it
     in_flight = InFlight(app.wsgi_app)
     bjoern.listen(in_flight, host, port, reuse_port=True)
     if count == 1:
@@ -262,7 +270,7 @@ def install_graceful_sigterm(app: Flask, state: GnarState, in_flight: InFlight, 
 
     Whatever is still in flight when ``grace`` seconds have passed since SIGTERM is cut.
     """
-    delay = float(state.settings.get("SHUTDOWN_DELAY_SECONDS", parse_float, default=0.0))
+    delay = shutdown_delay(state)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if state.draining:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 from flask import Flask, current_app
 from werkzeug.local import LocalProxy
 
-from .config import DEFAULT_ENV_PREFIX, Settings, parse_bool, parse_int
+from .config import DEFAULT_ENV_PREFIX, Settings, parse_bool, parse_port
 from .exceptions import NotInitialisedError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,7 +171,7 @@ def init_state(
         settings,
         name=settings.get("NAME", explicit=name, default=app.import_name.split(".")[0]),
         production=settings.get("PRODUCTION", parse_bool, explicit=production, default=False),
-        port=settings.get("PORT", parse_int, explicit=port, default=8000),
+        port=settings.get("PORT", parse_port, explicit=port, default=8000),
     )
     app.extensions[STATE_KEY] = state
     return state

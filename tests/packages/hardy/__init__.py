@@ -1,0 +1,1 @@
+"""A service for the hardening tests (faults, bad input, secrets, soak)."""

@@ -10,7 +10,7 @@ import argparse
 
 from common import free_port, machine, median, start_server, stop_server, wait_until_up, wrk
 
-KINDS = ["gnar", "bjoern", "gunicorn"]
+KINDS = ["gnar", "bjoern", "bjoern-rp", "gunicorn"]
 
 
 def measure(kind: str, workers: int, seconds: float, connections: int) -> dict[str, float]:
@@ -57,7 +57,7 @@ def main() -> None:
     print()
     for workers in worker_counts:
         gnar = summary.get(("gnar", workers), {}).get("rps")
-        for other in ("bjoern", "gunicorn"):
+        for other in KINDS[1:]:
             if gnar and (other, workers) in summary:
                 print(f"{workers} worker(s): flask-gnar / {other} = {gnar / summary[(other, workers)]['rps']:.3f}x")
     if 1 in worker_counts and 2 in worker_counts:

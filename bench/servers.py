@@ -2,7 +2,8 @@
 
 gnar        flask-gnar's create_app + serve() in production (bjoern, pre-forked workers)
 gnar-login  the same, plus POST /login verifying an Argon2 hash with the default parameters
-bjoern      bare Flask on bjoern, forked after listen(reuse_port=True)
+bjoern      bare Flask on bjoern, forked after listen(reuse_port=True) (one shared socket)
+bjoern-rp   bare Flask on bjoern, each forked process with its own SO_REUSEPORT socket
 gunicorn    bare Flask on gunicorn's sync workers
 """
 
@@ -68,6 +69,17 @@ def run_bare_bjoern(port: int, workers: int) -> None:
     bjoern.run()
 
 
+def run_bare_bjoern_own_sockets(port: int, workers: int) -> None:
+    """Fork first, then every process binds its own SO_REUSEPORT socket."""
+    import bjoern
+
+    app = bare_app()
+    for _ in range(workers - 1):
+        if os.fork() == 0:
+            break
+    bjoern.run(app, "127.0.0.1", port, reuse_port=True)
+
+
 def run_gunicorn(port: int, workers: int) -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -93,6 +105,8 @@ def main() -> None:
         serve(app, host="127.0.0.1", workers=workers)
     elif kind == "bjoern":
         run_bare_bjoern(port, workers)
+    elif kind == "bjoern-rp":
+        run_bare_bjoern_own_sockets(port, workers)
     elif kind == "gunicorn":
         run_gunicorn(port, workers)
     else:

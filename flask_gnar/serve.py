@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -138,22 +139,41 @@ def serve_production(
     workers: int | None = None,
     grace: float | None = None,
 ) -> None:
-    """bjoern on ``host:port``: one process, or ``workers`` forked processes sharing the socket."""
-    import bjoern
+    """bjoern on ``host:port``: one process, or ``workers`` forked processes sharing the port.
 
+    Each worker listens on a socket of its own with ``SO_REUSEPORT``, so the kernel
+    spreads connections evenly over the workers (a shared socket lets the first
+    worker to wake take every keep-alive connection of a burst).
+    """
     count = worker_count(state, workers)
     deadline = grace_seconds(state, grace)
     shutdown_delay(state)  # checked before the socket opens: a forked worker must not fail on it
     in_flight = InFlight(app.wsgi_app)
-    bjoern.listen(in_flight, host, port, reuse_port=True)
+    address = (host, port)
     if count == 1:
+        listen(in_flight, address)
         run_worker(app, state, in_flight, deadline)
     else:
-        Supervisor(app, state, in_flight, count, deadline).run()
+        check_port_free(address)
+        Supervisor(app, state, in_flight, count, deadline, address).run()
+
+
+def listen(in_flight: InFlight, address: tuple[str, int]) -> None:
+    import bjoern
+
+    bjoern.listen(in_flight, address[0], address[1], reuse_port=True)
+
+
+def check_port_free(address: tuple[str, int]) -> None:
+    """Fail in the supervisor, before any fork, when the port cannot be bound."""
+    with socket.socket(socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind(address)
 
 
 def run_worker(app: Flask, state: GnarState, in_flight: InFlight, grace: float) -> None:
-    """Serve on the socket ``bjoern.listen`` opened until bjoern drains or the grace ends."""
+    """Serve on the socket :func:`listen` opened until bjoern drains or the grace ends."""
     import bjoern
 
     install_graceful_sigterm(app, state, in_flight, grace)
@@ -169,8 +189,17 @@ def run_worker(app: Flask, state: GnarState, in_flight: InFlight, grace: float) 
 class Supervisor:
     """Forks the workers, replaces one that dies, forwards SIGTERM/SIGINT to all."""
 
-    def __init__(self, app: Flask, state: GnarState, in_flight: InFlight, count: int, grace: float) -> None:
+    def __init__(
+        self,
+        app: Flask,
+        state: GnarState,
+        in_flight: InFlight,
+        count: int,
+        grace: float,
+        address: tuple[str, int],
+    ) -> None:
         self.app = app
+        self.address = address
         self.state = state
         self.in_flight = in_flight
         self.count = count
@@ -200,6 +229,7 @@ class Supervisor:
         status = 0
         try:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            listen(self.in_flight, self.address)
             run_worker(self.app, self.state, self.in_flight, self.grace)
         except BaseException:
             log.exception("worker %d failed", os.getpid())

@@ -257,3 +257,19 @@ def test_in_flight_count_drops_when_the_response_is_closed():
     assert plain.count == 1 and list(body) == [b"plain"]
     body.close()
     assert plain.count == 0
+
+
+def test_a_taken_port_stops_the_supervisor_before_any_worker_starts():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1", GNAR_WORKERS="2")
+        try:
+            assert process.wait(timeout=30) != 0
+        finally:
+            output = stop(process)
+    assert "Address already in use" in output
+    assert "HOOK start" not in output and "starting 2 bjoern workers" not in output

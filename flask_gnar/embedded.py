@@ -77,10 +77,10 @@ def free_port() -> int:
 
 
 def start_local_aws(port: int | None = None, timeout: float = 30.0) -> LocalAWS:
-    """Start ``moto.server`` in a subprocess on 127.0.0.1 and wait until it answers."""
+    """Start moto's server (receives made atomic, see ``_moto_server``) on 127.0.0.1."""
     port = port or free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "flask_gnar._moto_server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

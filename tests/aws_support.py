@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from flask_gnar.testing import LocalAWS
@@ -13,3 +15,14 @@ def aws(gnar_aws: LocalAWS, monkeypatch: pytest.MonkeyPatch) -> LocalAWS:
     for key, value in gnar_aws.env.items():
         monkeypatch.setenv(key, value)
     return gnar_aws
+
+
+def queue_count(sqs: Any, url: str) -> int:
+    """Messages still on the queue, visible or in flight."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )

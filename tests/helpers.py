@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from collections.abc import Callable
+from typing import Any
+
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,3 +86,14 @@ def kill_group(process: subprocess.Popen[str]) -> None:
 def stop(process: subprocess.Popen[str]) -> str:
     """Kill the process and whatever it started, and return its output."""
     return output_of(process)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,22 @@ def app_connections(uri: str) -> int:
         conn.close()
 
 
-def prepare_table(uri: str) -> None:
+def run_sql(uri: str, sql: str) -> None:
     conn = psycopg2.connect(uri)
     try:
         conn.autocommit = True
         with conn.cursor() as cursor:
-            cursor.execute("CREATE TABLE IF NOT EXISTS visits (who text)")
+            cursor.execute(sql)
     finally:
         conn.close()
+
+
+@pytest.fixture
+def visits_table(gnar_postgres: EmbeddedPostgres) -> Iterator[None]:
+    """The soak's table, dropped afterwards: other tests expect it not to exist."""
+    run_sql(gnar_postgres.uri, "CREATE TABLE IF NOT EXISTS visits (who text)")
+    yield
+    run_sql(gnar_postgres.uri, "DROP TABLE visits")
 
 
 class Mix:
@@ -92,9 +101,8 @@ class Mix:
 
 @pytest.mark.slow
 def test_soak_mixed_traffic_on_two_workers(
-    gnar_postgres: EmbeddedPostgres, aws: LocalAWS, tmp_path: Path
+    gnar_postgres: EmbeddedPostgres, aws: LocalAWS, tmp_path: Path, visits_table: None
 ) -> None:
-    prepare_table(gnar_postgres.uri)
     sqs = boto3.client("sqs")
     name = f"gnar-soak-{uuid.uuid4().hex[:8]}"
     queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]

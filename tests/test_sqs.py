@@ -20,21 +20,10 @@ from flask_gnar import ConfigError, GnarSQS, create_app, get_state, signals
 from flask_gnar.sqs import Backoff, SQSQueues
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
 
-from aws_support import aws  # noqa: F401 (fixture)
-from helpers import start_process, stop, wait_for_http
+from aws_support import aws, queue_count  # noqa: F401 (fixture)
+from helpers import start_process, stop, wait_for_http, wait_until
 
 DEADLINE = 15.0
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = DEADLINE, what: str = "") -> Any:
-    """Poll ``condition`` until it is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
 
 
 class Inbox:
@@ -127,17 +116,6 @@ def serving() -> Iterator[Callable[..., tuple[Flask, SQSQueues]]]:
     yield build
     for app in apps:
         get_state(app).stop()
-
-
-def queue_count(sqs: Any, url: str) -> int:
-    """Messages still on the queue, visible or in flight."""
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
 
 
 def test_message_reaches_callback_in_app_context_and_is_deleted(sqs, new_queue, serving):

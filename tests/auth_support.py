@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,3 +68,23 @@ def served(**env: str) -> Iterator[str]:
         yield base
     finally:
         stop(process)
+
+
+# --- crafted tokens ------------------------------------------------------------------
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def forged(token: str) -> str:
+    """The same signature over claims that now say ``sub: admin``."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "admin"
+    return ".".join([header, b64(claims), signature])
+
+
+def alg_none(token: str) -> str:
+    """The same claims, unsigned, with ``alg: none``."""
+    return ".".join([b64({"alg": "none", "typ": "JWT"}), token.split(".")[1], ""])

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import time
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -23,7 +21,7 @@ from flask_jwt_extended import (
     jwt_required,
 )
 
-from auth_support import SECRET, build_app, served
+from auth_support import SECRET, alg_none, build_app, forged, served
 from flask_gnar import ConfigError, GnarJWT, create_app, signals
 from flask_gnar.state import get_state
 
@@ -45,10 +43,6 @@ def token_for(app: Flask, identity: Any = 42, **kwargs: Any) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
 def claims_of(app: Flask, token: str) -> dict[str, Any]:
@@ -135,18 +129,6 @@ def test_error_in_a_protected_view_is_500_json_and_keeps_the_session(service: Fl
 # --- bad tokens ----------------------------------------------------------------------
 
 
-def forged(token: str) -> str:
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["sub"] = "admin"
-    return ".".join([header, b64(claims), signature])
-
-
-def unsigned(token: str) -> str:
-    _, payload, _ = token.split(".")
-    return ".".join([b64({"alg": "none", "typ": "JWT"}), payload, ""])
-
-
 def from_another_secret(app: Flask) -> str:
     other = build_app({"GNAR_JWT_SECRET_KEY": "another-secret-another-secret-another!"})
     return token_for(other)
@@ -156,7 +138,7 @@ def from_another_secret(app: Flask) -> str:
     ("make_token", "status", "error"),
     [
         (forged, 401, "Signature verification failed"),
-        (unsigned, 401, "The specified alg value is not allowed"),
+        (alg_none, 401, "The specified alg value is not allowed"),
         (lambda token: token[:-6], 422, "Invalid crypto padding"),
         (lambda token: token[:25], 422, "Not enough segments"),
         (lambda token: "x" + token, 422, "Invalid header padding"),

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import requests
 from flask import Flask
 
 from flask_gnar import GnarErrors
+from auth_support import alg_none, forged
 from hardening_support import Hardy, access_token, refresh_token, start_hardy
 
 LIMIT = 64 * 1024
@@ -152,21 +150,6 @@ def test_an_error_in_a_view_answers_500_without_a_traceback(hardy: Hardy) -> Non
 
 
 # --- tokens ---------------------------------------------------------------------------------
-
-
-def b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-def forged(token: str) -> str:
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    claims["sub"] = "admin"
-    return ".".join([header, b64(claims), signature])
-
-
-def alg_none(token: str) -> str:
-    return ".".join([b64({"alg": "none", "typ": "JWT"}), token.split(".")[1], ""])
 
 
 BAD_TOKENS = {

@@ -7,7 +7,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -16,13 +15,9 @@ from pathlib import Path
 
 import requests
 
+from flask_gnar.embedded import free_port  # noqa: F401 (used by the benchmarks)
+
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

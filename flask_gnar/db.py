@@ -25,6 +25,7 @@ from .config import (
     parse_port,
     parse_positive_int,
 )
+from .embedded import start_embedded_postgres
 from .exceptions import ConfigError, DatabaseUnavailable
 from .extension import GnarExtension
 from .state import GnarState
@@ -373,28 +374,27 @@ class GnarDB(GnarExtension):
                 f"{settings.env_name('PG_USERNAME')} and {settings.env_name('PG_PASSWORD')}, "
                 f"or set {settings.env_name('PG_DSN')}",
             )
+        data_dir = Path(
+            settings.get("PG_EMBEDDED_DIR", explicit=self.option("embedded_dir"))
+            or default_embedded_dir(state.name)
+        ).expanduser()
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
         try:
-            from pgserver.postgres_server import get_server
+            server = start_embedded_postgres(data_dir)
         except ImportError:  # pragma: no cover - depends on the extras installed
             raise ConfigError(
                 endpoint,
                 "is not set and the embedded development database needs pgserver: "
                 "pip install 'flask-gnar[embedded]', or point the app at a server",
             ) from None
-        data_dir = Path(
-            settings.get("PG_EMBEDDED_DIR", explicit=self.option("embedded_dir"))
-            or default_embedded_dir(state.name)
-        ).expanduser()
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        server = get_server(data_dir, cleanup_mode="stop")
         database: str | None = settings.get("PG_DATABASE", explicit=self.option("database"))
         if database:
-            create_database_if_missing(server.get_uri(), database)
+            create_database_if_missing(server.uri, database)
         log.warning(
             "%s is not set: using an embedded Postgres for development (data in %s); "
             "production needs a real server", endpoint, data_dir,
         )
-        return str(server.get_uri(database))
+        return server.uri_for(database)
 
 
 def option_name(setting: str) -> str:

@@ -29,13 +29,20 @@ class EmbeddedPostgres:
         """``app.config`` settings that point GnarDB at this server."""
         return {"GNAR_PG_DSN": self.uri}
 
+    def uri_for(self, database: str | None) -> str:
+        """The URI of a database on this server (``None``: the default one)."""
+        return str(self.server.get_uri(database))  # type: ignore[attr-defined]
+
 
 def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
-    """Start (or reuse) a pgserver cluster in ``data_dir``."""
+    """Start (or reuse) a pgserver cluster in ``data_dir``.
+
+    Raises :class:`ImportError` saying what to install when pgserver is missing.
+    """
     try:
         from pgserver.postgres_server import get_server
     except ImportError as error:  # pragma: no cover - depends on the extras
-        raise RuntimeError(
+        raise ImportError(
             "the embedded Postgres needs pgserver: pip install 'flask-gnar[embedded]'"
         ) from error
     server = get_server(str(data_dir), cleanup_mode="stop")

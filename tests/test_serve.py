@@ -196,12 +196,12 @@ def test_sigterm_to_two_workers_answers_every_accepted_request_and_exits_zero():
 def test_during_the_shutdown_delay_readiness_fails_while_requests_are_still_served():
     port = free_port()
     process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
-                           GNAR_SHUTDOWN_DELAY_SECONDS="3")
+                           GNAR_SHUTDOWN_DELAY_SECONDS="6")
     try:
         base = f"http://127.0.0.1:{port}"
         assert wait_for_http(f"{base}/health/ready", process=process).status_code == 200
         process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 2.5
+        deadline = time.monotonic() + 5
         while requests.get(f"{base}/health/ready", timeout=5).status_code != 503:
             assert time.monotonic() < deadline, "readiness never turned false"
             time.sleep(0.05)

@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar, Union
 
 from flask import Flask
 
@@ -147,7 +147,7 @@ LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 #: An upper bound: a number, or a function giving it when the value is parsed (a system
 #: limit is read at start-up, never at import).
-Bound = N | Callable[[], N]
+Bound: TypeAlias = Union[N, Callable[[], N]]
 
 
 class Bounded(Generic[N]):
@@ -168,16 +168,19 @@ class Bounded(Generic[N]):
         limit: str = "",
         noun: str = "a number",
     ) -> None:
-        self.number = number
-        self.low = low
-        self._high = high
+        self.number: Callable[[Any], N] = number
+        self.low: N = low
+        self._high: Bound[N] = high
         self.above = above
         self.limit = limit
         self.noun = noun
 
     @property
     def high(self) -> N:
-        return self._high() if callable(self._high) else self._high
+        if callable(self._high):
+            high: N = self._high()
+            return high
+        return self._high
 
     def __call__(self, value: Any) -> N:
         number = self.number(value)
@@ -193,7 +196,9 @@ class Bounded(Generic[N]):
         limit = f" ({self.limit})" if self.limit else ""
         if self.above:
             return f"{self.noun} above {show(self.low)} and at most {show(high)}{limit}"
-        return f"{self.noun} from {show(self.low)} to {show(high)}{limit}"
+        if self.number is parse_int:
+            return f"{self.noun} from {show(self.low)} to {show(high)}{limit}"
+        return f"{self.noun} of at least {show(self.low)} and at most {show(high)}{limit}"
 
 
 def show(number: float) -> str:
@@ -225,8 +230,8 @@ def seconds_between(low: float, *, above: bool = False) -> Bounded[float]:
 
 
 parse_port = int_between(1, MAX_PORT, noun="a port number")
-parse_wait_seconds = seconds_between(0)
-parse_timeout_seconds = seconds_between(0, above=True)
+parse_seconds = seconds_between(0)
+parse_positive_seconds = seconds_between(0, above=True)
 
 
 def minutes_before_latest_expiry() -> float:
@@ -256,6 +261,19 @@ def physical_memory_kib() -> int:
     if text.isdigit():
         memory = min(memory, int(text))
     return memory // 1024
+
+
+#: Our cap on serve()'s worker processes: each is a single-threaded copy of the app with
+#: its own memory and connections; past a thousand on one host the value is a typo.
+MAX_WORKERS = 1024
+
+
+def most_workers() -> int:
+    """As many workers as fork can start: RLIMIT_NPROC, and at most MAX_WORKERS."""
+    return min(MAX_WORKERS, process_limit())
+
+
+parse_worker_count = int_between(1, most_workers, limit="RLIMIT_NPROC, and at most 1024")
 
 
 def process_limit() -> int:

@@ -18,7 +18,7 @@ from psycopg2.sql import SQL, Identifier
 from psycopg2_pool import PoolError, ThreadSafeConnectionPool
 
 from . import signals
-from .config import MAX_C_INT, Settings, int_between, parse_port, parse_wait_seconds
+from .config import MAX_C_INT, Settings, int_between, parse_port, parse_seconds
 from .embedded import start_embedded_postgres
 from .exceptions import ConfigError, DatabaseUnavailable
 from .extension import GnarExtension
@@ -322,7 +322,7 @@ class GnarDB(GnarExtension):
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
         minconn, maxconn = self.pool_bounds(settings)
         idle_timeout = settings.get(
-            "PG_IDLE_TIMEOUT", parse_wait_seconds,
+            "PG_IDLE_TIMEOUT", parse_seconds,
             explicit=self.option("idle_timeout"), default=DEFAULT_IDLE_TIMEOUT,
         )
         connect_timeout = settings.get(

@@ -36,8 +36,8 @@ from .config import (
     Settings,
     int_between,
     parse_port,
-    parse_timeout_seconds,
-    parse_wait_seconds,
+    parse_positive_seconds,
+    parse_seconds,
 )
 from .exceptions import ConfigError, PeerNotFound, PeerTimeout, PeerUnavailable
 from .extension import GnarExtension
@@ -545,7 +545,7 @@ class GnarPeer(GnarExtension):
 
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
         timeout = settings.get(
-            "PEER_TIMEOUT_SECONDS", parse_timeout_seconds, explicit=self.option("timeout"),
+            "PEER_TIMEOUT_SECONDS", parse_positive_seconds, explicit=self.option("timeout"),
             default=DEFAULT_TIMEOUT_SECONDS,
         )
         client = PeerClient(
@@ -553,7 +553,7 @@ class GnarPeer(GnarExtension):
             PeerDirectory(settings, state.production, self.option("peers") or {}),
             timeout=timeout,
             external_timeout=settings.get(
-                "EXTERNAL_TIMEOUT_SECONDS", parse_timeout_seconds,
+                "EXTERNAL_TIMEOUT_SECONDS", parse_positive_seconds,
                 explicit=self.option("external_timeout"), default=timeout,
             ),
             retries=settings.get(
@@ -561,7 +561,7 @@ class GnarPeer(GnarExtension):
                 default=DEFAULT_RETRIES,
             ),
             backoff=settings.get(
-                "PEER_BACKOFF_SECONDS", parse_wait_seconds, explicit=self.option("backoff"),
+                "PEER_BACKOFF_SECONDS", parse_seconds, explicit=self.option("backoff"),
                 default=DEFAULT_BACKOFF_SECONDS,
             ),
         )

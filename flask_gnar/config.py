@@ -134,8 +134,9 @@ def parse_non_negative_float(value: Any) -> float:
 # --- bounded numbers -------------------------------------------------------------------
 
 #: The longest wait Python accepts for a thread, a sleep or a socket (about 292 years);
-#: every duration setting stops there (past it, the wait raises OverflowError).
-MAX_WAIT_SECONDS = threading.TIMEOUT_MAX
+#: every duration setting stops there (past it, the wait raises OverflowError). One
+#: second short of it: a deadline computed from it, waited on later, may round up.
+MAX_WAIT_SECONDS = math.floor(threading.TIMEOUT_MAX) - 1
 #: TCP's port numbers.
 MAX_PORT = 65535
 #: The largest value of a C ``int`` (libpq's and Postgres' integer settings).

@@ -220,6 +220,14 @@ def test_a_pool_as_large_as_the_server_accepts_starts(gnar_postgres: EmbeddedPos
     assert get_state(app).db.one("SELECT 1") == 1
 
 
+def test_the_longest_accepted_timeouts_are_honoured(gnar_postgres: EmbeddedPostgres) -> None:
+    """2147483 s is the most statement_timeout holds in milliseconds: the probes still run."""
+    app = db_app(GNAR_PG_CONNECT_TIMEOUT=2147483, GNAR_PG_READINESS_TIMEOUT="2147483",
+                 **gnar_postgres.config)
+    assert get_state(app).readiness_checks["database"]() is True
+    assert get_state(app).db.one("SELECT 1") == 1
+
+
 def test_more_minimum_than_maximum_connections_stops_start_up(gnar_postgres: EmbeddedPostgres) -> None:
     with pytest.raises(ConfigError, match=r"GNAR_PG_MIN_CONNECTIONS: is 5, more than GNAR_PG_MAX_CONNECTIONS \(2\)"):
         db_app(GNAR_PG_MIN_CONNECTIONS=5, GNAR_PG_MAX_CONNECTIONS=2, **gnar_postgres.config)

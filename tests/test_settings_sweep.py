@@ -7,23 +7,28 @@ when one is missing here.
 
 from __future__ import annotations
 
+import http.server
 import importlib
+import logging
 import math
 import os
 import re
+import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from flask_gnar import ConfigError, GnarHealth, create_app
-from flask_gnar.config import Bounded, parse_bool, parse_minutes
+from aws_support import aws  # noqa: F401 (fixture)
+from flask_gnar import ConfigError, GnarHealth, GnarPeer, GnarSQS, create_app, get_state
+from flask_gnar.config import MAX_WAIT_SECONDS, Bounded, parse_bool, parse_minutes
 from flask_gnar.passwords import NUMERIC_SETTINGS as ARGON2_NUMERIC_SETTINGS
 from flask_gnar.passwords import PARSERS as ARGON2_PARSERS
-from helpers import free_port, start_process, stop
+from helpers import free_port, start_process, stop, wait_for_http, wait_until
 
 SOURCE = Path(__file__).resolve().parent.parent / "flask_gnar"
 
@@ -232,3 +237,73 @@ def test_a_queue_entry_out_of_range_stops_start_up_naming_the_key(
         create_app("snowy", no_db=True, no_jwt=True,
                    sqs={"queue_name": "sweep", "callback": print, key: value})
     assert str(raised.value).startswith(f"sqs.{key}: expected "), str(raised.value)
+
+
+# --- the largest accepted values are honoured, not just accepted ------------------------
+
+
+def test_the_longest_sqs_waits_leave_a_poller_that_still_stops(
+    aws: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A back-off of the longest wait is waited on (no OverflowError), and stop ends it."""
+    thread_errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+    app = Flask("sweep_sqs")
+    app.config.update(
+        GNAR_SQS_BACKOFF_SECONDS=str(MAX_WAIT_SECONDS),
+        GNAR_SQS_BACKOFF_MAX_SECONDS=str(MAX_WAIT_SECONDS),
+        GNAR_SQS_STOP_TIMEOUT_SECONDS=str(MAX_WAIT_SECONDS),
+    )
+    GnarSQS(app, queues={"queue_name": "sweep-no-such-queue", "callback": print,
+                         "interval_seconds": MAX_WAIT_SECONDS})
+    state = get_state(app)
+    caplog.set_level(logging.WARNING, logger="flask_gnar.sqs")
+    state.start()
+    try:
+        wait_until(lambda: f"retrying in {MAX_WAIT_SECONDS:.1f}s" in caplog.text, what="a back-off")
+        assert all(poller.join(0) is False for poller in state.sqs.pollers), "the poller died"
+    finally:
+        state.stop()
+    assert all(poller.join(10) for poller in state.sqs.pollers)
+    assert thread_errors == []
+
+
+def test_the_longest_grace_period_still_exits_at_once_when_idle() -> None:
+    port = free_port()
+    process = start_process(
+        SERVE.format(port=port), GNAR_WORKERS="2", GNAR_SHUTDOWN_GRACE_SECONDS=str(MAX_WAIT_SECONDS)
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health/live", process=process)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    finally:
+        output = stop(process)
+    assert process.returncode == 0, output
+    assert "OverflowError" not in output, output
+
+
+def test_the_longest_peer_timeout_is_a_socket_timeout_that_works() -> None:
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        app = Flask("sweep_peer")
+        app.config.update(GNAR_EXTERNAL_TIMEOUT_SECONDS=str(MAX_WAIT_SECONDS))
+        GnarPeer(app)
+        with app.app_context():
+            response = get_state(app).external.get(f"http://127.0.0.1:{server.server_port}/")
+        assert response.text == "hello"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -247,8 +247,10 @@ _token_minutes = float_between(
 
 def parse_minutes(value: Any) -> timedelta:
     """A lifetime in minutes (or a :class:`~datetime.timedelta`) that ends before 9999."""
-    minutes = value.total_seconds() / 60 if isinstance(value, timedelta) else value
-    return timedelta(minutes=_token_minutes(minutes))
+    if isinstance(value, timedelta):
+        _token_minutes(value.total_seconds() / 60)
+        return value
+    return timedelta(minutes=_token_minutes(value))
 
 
 def physical_memory_kib() -> int:

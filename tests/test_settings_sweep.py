@@ -307,3 +307,32 @@ def test_the_longest_peer_timeout_is_a_socket_timeout_that_works() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+RLIMITED = textwrap.dedent("""
+    import resource
+    from flask import Flask
+    from flask_gnar import ConfigError, GnarArgon2, create_app, serve
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    resource.setrlimit(resource.RLIMIT_NPROC, (6, hard))
+    try:
+        GnarArgon2(Flask("lanes"), parallelism=7, memory_cost=1024)
+    except ConfigError as error:
+        print("argon2:", error)
+    app = create_app("snowy", production=True, no_db=True, no_jwt=True)
+    serve(app, host="127.0.0.1", port={port})
+""")
+
+
+def test_workers_and_lanes_stay_within_rlimit_nproc() -> None:
+    """fork (and libargon2's threads) fail past RLIMIT_NPROC: refused before, by name."""
+    port = free_port()
+    process = start_process(RLIMITED.format(port=port), GNAR_WORKERS="7")
+    try:
+        process.wait(timeout=15)
+    finally:
+        output = stop(process)
+    assert "argon2: argument for ARGON2_PARALLELISM: expected a whole number from 1 to 6 " in output, output
+    assert "ConfigError: GNAR_WORKERS: expected a whole number from 1 to 6 (RLIMIT_NPROC" in output, output
+    assert process.returncode == 1, output

@@ -253,7 +253,7 @@ def parse_minutes(value: Any) -> timedelta:
     return timedelta(minutes=_token_minutes(value))
 
 
-def physical_memory_kib() -> int:
+def memory_limit_kib() -> int:
     """The memory this process may use, in KiB: the machine's, or its cgroup's if lower."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     try:
@@ -282,7 +282,6 @@ parse_worker_count = int_between(1, most_workers, limit="RLIMIT_NPROC, and at mo
 def process_limit() -> int:
     """How many processes (and threads) this user may run: RLIMIT_NPROC, if it is set."""
     import resource  # POSIX only, like bjoern and fork
-
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
     return MAX_UINT32 if soft == resource.RLIM_INFINITY else soft

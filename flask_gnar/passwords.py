@@ -16,8 +16,8 @@ from .config import (
     Bounded,
     Settings,
     int_between,
+    memory_limit_kib,
     parse_str,
-    physical_memory_kib,
     process_limit,
 )
 from .exceptions import ConfigError
@@ -33,7 +33,7 @@ KIB_PER_LANE = 8
 
 
 def most_memory_kib() -> int:
-    return min(MAX_UINT32, physical_memory_kib())
+    return min(MAX_UINT32, memory_limit_kib())
 
 
 def most_lanes() -> int:
@@ -49,8 +49,8 @@ NUMERIC_SETTINGS = {
     "SALT_LEN": "salt_len",
 }
 
-#: PasswordHasher keyword -> its parser: what libargon2 accepts (it would only fail, or
-#: hang, at the first hash), within the machine's memory and thread limit.
+#: PasswordHasher keyword -> its parser: what libargon2 accepts (past it, the first hash
+#: fails, not start-up), within the machine's memory and thread limit.
 PARSERS: dict[str, Bounded[int]] = {
     "time_cost": int_between(1, MAX_UINT32, limit="libargon2's limit"),
     "memory_cost": int_between(

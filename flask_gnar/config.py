@@ -309,6 +309,11 @@ class Settings:
             return env_name, os.environ[env_name]
         return None
 
+    def source(self, setting: str, explicit: Any = None) -> str:
+        """Where ``setting`` is defined (for an error message); its variable if nowhere."""
+        found = self.find(setting, explicit)
+        return found[0] if found else self.env_name(setting)
+
     def get(
         self,
         setting: str,

@@ -367,11 +367,10 @@ class GnarDB(GnarExtension):
         """A pool the server cannot fill would answer 503 where it looks configured."""
         if maxconn <= accepted:
             return
-        found = settings.find("PG_MAX_CONNECTIONS", self.option("max_connections"))
-        source = found[0] if found else settings.env_name("PG_MAX_CONNECTIONS")
-        given = "" if found else ", the default"
+        explicit = self.option("max_connections")
+        given = "" if settings.find("PG_MAX_CONNECTIONS", explicit) else ", the default"
         raise ConfigError(
-            source,
+            settings.source("PG_MAX_CONNECTIONS", explicit),
             f"is {maxconn}{given}, more than the {accepted} connection(s) the server "
             "accepts for this role (its max_connections, less the reserved ones)",
         )

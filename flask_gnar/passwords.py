@@ -103,9 +103,7 @@ def hasher_parameters(settings: Settings, options: dict[str, Any]) -> dict[str, 
 
 def source_of(settings: Settings, keyword: str, options: dict[str, Any]) -> str:
     """Where the value of ``keyword`` came from, for an error message."""
-    setting = f"ARGON2_{keyword.upper()}"
-    found = settings.find(setting, options.get(keyword))
-    return found[0] if found else settings.env_name(setting)
+    return settings.source(f"ARGON2_{keyword.upper()}", options.get(keyword))
 
 
 def check_parameters(hasher: PasswordHasher, settings: Settings, options: dict[str, Any]) -> None:

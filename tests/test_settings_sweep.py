@@ -1,8 +1,10 @@
 """Every numeric and boolean setting, given a bad value, stops start-up with an error naming it.
 
+Bad means malformed or out of range: past what the library or the system accepts.
 The list below must name every such setting: a test scans flask_gnar's source for
 ``settings.get("NAME", parser, ...)`` calls with a numeric or boolean parser and fails
-when one is missing here.
+when one is missing here, and another fails when a numeric one has no upper bound.
+The largest accepted values are tried too: they must work, not only pass start-up.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.wsgi import ClosingIterator
 
 from . import listener, signals
-from .config import parse_non_negative_float, parse_positive_int
+from .config import parse_seconds, parse_worker_count
 from .state import GnarState, get_state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +84,7 @@ def stop_serving(app: Flask, state: GnarState, reason: str) -> None:
 def grace_seconds(state: GnarState, explicit: Any = None) -> float:
     return float(
         state.settings.get(
-            "SHUTDOWN_GRACE_SECONDS", parse_non_negative_float, explicit=explicit,
+            "SHUTDOWN_GRACE_SECONDS", parse_seconds, explicit=explicit,
             default=DEFAULT_GRACE_SECONDS,
         )
     )
@@ -155,12 +155,12 @@ def answer_shutting_down(environ: WSGIEnvironment, start_response: StartResponse
 
 def shutdown_delay(state: GnarState) -> float:
     return float(
-        state.settings.get("SHUTDOWN_DELAY_SECONDS", parse_non_negative_float, default=0.0)
+        state.settings.get("SHUTDOWN_DELAY_SECONDS", parse_seconds, default=0.0)
     )
 
 
 def worker_count(state: GnarState, explicit: Any = None) -> int:
-    return int(state.settings.get("WORKERS", parse_positive_int, explicit=explicit, default=1))
+    return int(state.settings.get("WORKERS", parse_worker_count, explicit=explicit, default=1))
 
 
 def serve_production(

@@ -20,6 +20,7 @@ from psycopg2_pool import PoolError, ThreadSafeConnectionPool
 from . import signals
 from .config import (
     Settings,
+    parse_bool,
     parse_non_negative_float,
     parse_non_negative_int,
     parse_port,
@@ -28,6 +29,7 @@ from .config import (
 from .embedded import start_embedded_postgres
 from .exceptions import ConfigError, DatabaseUnavailable
 from .extension import GnarExtension
+from .migrations import init_migrations, migrations_directory
 from .state import GnarState
 
 log = logging.getLogger(__name__)
@@ -288,6 +290,9 @@ class GnarDB(GnarExtension):
     production without them stops with a :class:`~flask_gnar.ConfigError`.
     ``init_app`` checks that the server answers: in production a database that
     is down stops start-up; in development it is logged and the app starts.
+    With ``GNAR_PG_MIGRATE`` (default: on in development) it then applies the
+    pending SQL files of ``<package>/migrations/`` (:mod:`flask_gnar.migrations`),
+    and it adds ``flask gnar migrate`` to the app's CLI either way.
     """
 
     extension_name = "GnarDB"
@@ -295,7 +300,7 @@ class GnarDB(GnarExtension):
     options_accepted = frozenset({
         "dsn", "endpoint", "port", "database", "username", "password",
         "min_connections", "max_connections", "idle_timeout", "connect_timeout",
-        "readiness_timeout", "embedded_dir",
+        "readiness_timeout", "embedded_dir", "migrate", "migrations_dir",
     })
 
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
@@ -317,8 +322,13 @@ class GnarDB(GnarExtension):
         db = GnarPostgres(
             dsn, minconn=minconn, maxconn=maxconn, idle_timeout=idle_timeout, target=describe(dsn)
         )
-        check_reachable(db, dsn, connect_timeout, state.production)
+        reachable = check_reachable(db, dsn, connect_timeout, state.production)
         state.provide(db=db)
+        migrate = settings.get(
+            "PG_MIGRATE", parse_bool, explicit=self.option("migrate"), default=not state.production
+        )
+        directory = migrations_directory(state, self.option("migrations_dir"))
+        init_migrations(app, state, db, directory, at_start_up=migrate and reachable)
         state.readiness_checks["database"] = partial(db.ping, readiness_timeout)
         state.on_stop(db.close)
         state.before_fork(db.pool.release_idle)
@@ -409,7 +419,7 @@ def with_defaults(dsn: str, **defaults: str) -> str:
     return make_dsn(dsn, **missing) if missing else dsn
 
 
-def check_reachable(db: GnarPostgres, dsn: str, timeout: int, production: bool) -> None:
+def check_reachable(db: GnarPostgres, dsn: str, timeout: int, production: bool) -> bool:
     """Production stops on a database that does not answer; development carries on."""
     try:
         probe(dsn, timeout)
@@ -422,8 +432,9 @@ def check_reachable(db: GnarPostgres, dsn: str, timeout: int, production: bool) 
             "the database %s does not answer (%s); requests that need it answer 503 "
             "until it does", db.target, reason(error),
         )
-        return
+        return False
     log.info("Database %s answers", db.target)
+    return True
 
 
 def default_embedded_dir(app_name: str) -> Path:

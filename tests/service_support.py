@@ -29,7 +29,7 @@ app = create_app(
 
 @app.get("/slopes")
 def slopes():
-    return jsonify(slopes=[row.name for row in gnar.db.all("SELECT name FROM slopes ORDER BY id")])
+    return jsonify(slopes=gnar.db.all("SELECT name FROM slopes ORDER BY id"))
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class MigrationStatus:
 
 def migrations_directory(state: GnarState, explicit: str | None = None) -> Path:
     """``GNAR_PG_MIGRATIONS_DIR``, else ``migrations/`` inside the app's package."""
-    configured = state.settings.get("PG_MIGRATIONS_DIR", explicit=explicit)
+    configured: str | None = state.settings.get("PG_MIGRATIONS_DIR", explicit=explicit)
     if configured:
         return Path(configured).expanduser()
     spec = importlib.util.find_spec(state.name)

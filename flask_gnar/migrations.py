@@ -67,25 +67,34 @@ class MigrationStatus:
     missing: bool = False
 
 
-def migrations_directory(state: GnarState, explicit: str | None = None) -> Path:
-    """``GNAR_PG_MIGRATIONS_DIR``, else ``migrations/`` inside the app's package."""
+def migrations_directory(state: GnarState, explicit: str | None = None) -> Path | None:
+    """``GNAR_PG_MIGRATIONS_DIR``, else ``migrations/`` inside the app's package.
+
+    ``None`` when the app's name is no importable package or module.
+    """
     configured: str | None = state.settings.get("PG_MIGRATIONS_DIR", explicit=explicit)
     if configured:
         return Path(configured).expanduser()
-    spec = importlib.util.find_spec(state.name)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    return Path(locations[0] if locations else ".") / "migrations"
+    try:
+        spec = importlib.util.find_spec(state.name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / "migrations"
+    return Path(spec.origin).parent / "migrations" if spec.origin else None
 
 
-def find_migrations(directory: Path) -> list[Migration]:
+def find_migrations(directory: Path | None) -> list[Migration]:
     """The ``*.sql`` files of ``directory`` in the order of their names."""
-    if not directory.is_dir():
+    if directory is None or not directory.is_dir():
         return []
     files = sorted(path for path in directory.iterdir() if path.suffix == ".sql" and path.is_file())
     return [Migration(path.name, path) for path in files]
 
 
-def apply_migrations(db: Any, service: str, directory: Path) -> list[str]:
+def apply_migrations(db: Any, service: str, directory: Path | None) -> list[str]:
     """Apply the pending migrations of ``directory``; the names applied, in order.
 
     ``db`` is the app's :class:`postgres.Postgres`. Waits for a run in another
@@ -140,7 +149,7 @@ def warn_about_changes(migrations: list[Migration], applied: dict[str, tuple[str
             )
 
 
-def migration_status(db: Any, service: str, directory: Path) -> list[MigrationStatus]:
+def migration_status(db: Any, service: str, directory: Path | None) -> list[MigrationStatus]:
     """Every migration file and every recorded migration, in name order."""
     migrations = {m.name: m for m in find_migrations(directory)}
     with db.get_cursor(readonly=True) as cursor:
@@ -161,7 +170,9 @@ def migration_status(db: Any, service: str, directory: Path) -> list[MigrationSt
     return statuses
 
 
-def init_migrations(app: Flask, state: GnarState, db: Any, directory: Path, at_start_up: bool) -> None:
+def init_migrations(
+    app: Flask, state: GnarState, db: Any, directory: Path | None, at_start_up: bool
+) -> None:
     """Add ``flask gnar migrate`` to the app; apply the pending migrations now if asked."""
     state.provide(migrations_directory=directory)
     gnar_cli(app).add_command(migrate_command)
@@ -175,7 +186,7 @@ def migrate_command(list_only: bool) -> None:
     """Apply the pending SQL files of <package>/migrations/, in the order of their names."""
     app = loaded_app()
     state = get_state(app)
-    directory: Path = state.migrations_directory
+    directory: Path | None = state.migrations_directory
     try:
         if list_only:
             print_status(migration_status(state.db, state.name, directory), directory)
@@ -188,8 +199,8 @@ def migrate_command(list_only: bool) -> None:
     click.echo(f"{len(applied)} migration(s) applied; the schema of {state.name} is up to date")
 
 
-def print_status(statuses: list[MigrationStatus], directory: Path) -> None:
-    click.echo(f"migrations in {directory}:")
+def print_status(statuses: list[MigrationStatus], directory: Path | None) -> None:
+    click.echo(f"migrations in {directory or '(no folder: the app is no importable package)'}:")
     for status in statuses:
         if status.applied_at is None:
             click.echo(f"  pending  {status.name}")

@@ -192,3 +192,9 @@ def test_replicas_starting_together_apply_each_migration_once(tmp_path: Path, da
     ]
     assert query(database, "SELECT count(*) FROM slopes") == [(1,)]
     assert recorded(database) == ["0001_slopes.sql", "0002_seed.sql"]
+
+
+def test_an_app_that_is_no_package_has_no_migrations(database: str) -> None:
+    create_app("no_such_package_here", no_jwt=True, config={"GNAR_PG_DSN": database})
+
+    assert tables(database) == set()

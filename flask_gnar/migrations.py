@@ -23,7 +23,7 @@ import psycopg2
 from flask import Flask
 
 from .cli import gnar_cli, loaded_app
-from .exceptions import MigrationError
+from .exceptions import DatabaseUnavailable, MigrationError
 from .state import GnarState, get_state
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,8 @@ def migrate_command(list_only: bool) -> None:
         applied = apply_migrations(state.db, state.name, directory)
     except MigrationError as error:
         raise click.ClickException(str(error)) from None
+    except DatabaseUnavailable:
+        raise click.ClickException(f"the database {state.db.target} does not answer") from None
     for name in applied:
         click.echo(f"applied {name}")
     click.echo(f"{len(applied)} migration(s) applied; the schema of {state.name} is up to date")

@@ -141,3 +141,13 @@ def test_the_examples_answer_the_cli(tmp_path: Path, gnar_postgres: EmbeddedPost
 
     assert result.returncode == 0, result.stderr
     assert "/users/signup" in result.stdout
+
+
+def test_gnar_migrate_says_when_the_database_does_not_answer(project: dict[str, str]) -> None:
+    port = free_port()
+    env = {**project, "GNAR_PG_DSN": f"host=127.0.0.1 port={port} dbname=glacier user=glacier",
+           "GNAR_PG_CONNECT_TIMEOUT": "1"}
+    result = flask(env, "gnar", "migrate")  # development: the app starts without its database
+
+    assert result.returncode == 1
+    assert f"Error: the database glacier@127.0.0.1:{port}/glacier does not answer" in result.stderr, result.stderr

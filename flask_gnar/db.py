@@ -317,6 +317,10 @@ class GnarDB(GnarExtension):
             "PG_READINESS_TIMEOUT", parse_positive_int,
             explicit=self.option("readiness_timeout"), default=DEFAULT_READINESS_TIMEOUT,
         )
+        migrate = settings.get(
+            "PG_MIGRATE", parse_bool, explicit=self.option("migrate"), default=not state.production
+        )
+        directory = migrations_directory(state, self.option("migrations_dir"))
         dsn = self.configured_dsn(settings) or self.embedded_dsn(state, settings)
         dsn = with_defaults(dsn, connect_timeout=str(connect_timeout), application_name=state.name)
         db = GnarPostgres(
@@ -324,10 +328,6 @@ class GnarDB(GnarExtension):
         )
         reachable = check_reachable(db, dsn, connect_timeout, state.production)
         state.provide(db=db)
-        migrate = settings.get(
-            "PG_MIGRATE", parse_bool, explicit=self.option("migrate"), default=not state.production
-        )
-        directory = migrations_directory(state, self.option("migrations_dir"))
         init_migrations(app, state, db, directory, at_start_up=migrate and reachable)
         state.readiness_checks["database"] = partial(db.ping, readiness_timeout)
         state.on_stop(db.close)

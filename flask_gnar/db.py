@@ -18,10 +18,11 @@ from psycopg2.sql import SQL, Identifier
 from psycopg2_pool import PoolError, ThreadSafeConnectionPool
 
 from . import signals
-from .config import MAX_C_INT, Settings, int_between, parse_port, parse_seconds
+from .config import MAX_C_INT, Settings, int_between, parse_bool, parse_port, parse_seconds
 from .embedded import start_embedded_postgres
 from .exceptions import ConfigError, DatabaseUnavailable
 from .extension import GnarExtension
+from .migrations import init_migrations, migrations_directory
 from .state import GnarState
 
 log = logging.getLogger(__name__)
@@ -309,6 +310,9 @@ class GnarDB(GnarExtension):
     production without them stops with a :class:`~flask_gnar.ConfigError`.
     ``init_app`` checks that the server answers: in production a database that
     is down stops start-up; in development it is logged and the app starts.
+    With ``GNAR_PG_MIGRATE`` (default: on in development) it then applies the
+    pending SQL files of ``<package>/migrations/`` (:mod:`flask_gnar.migrations`),
+    and it adds ``flask gnar migrate`` to the app's CLI either way.
     """
 
     extension_name = "GnarDB"
@@ -316,7 +320,7 @@ class GnarDB(GnarExtension):
     options_accepted = frozenset({
         "dsn", "endpoint", "port", "database", "username", "password",
         "min_connections", "max_connections", "idle_timeout", "connect_timeout",
-        "readiness_timeout", "embedded_dir",
+        "readiness_timeout", "embedded_dir", "migrate", "migrations_dir",
     })
 
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
@@ -333,6 +337,10 @@ class GnarDB(GnarExtension):
             "PG_READINESS_TIMEOUT", parse_timeout_int,
             explicit=self.option("readiness_timeout"), default=DEFAULT_READINESS_TIMEOUT,
         )
+        migrate = settings.get(
+            "PG_MIGRATE", parse_bool, explicit=self.option("migrate"), default=not state.production
+        )
+        directory = migrations_directory(state, self.option("migrations_dir"))
         dsn = self.configured_dsn(settings) or self.embedded_dsn(state, settings)
         dsn = with_defaults(dsn, connect_timeout=str(connect_timeout), application_name=state.name)
         db = GnarPostgres(
@@ -342,6 +350,7 @@ class GnarDB(GnarExtension):
         if accepted is not None:
             self.check_pool_fits(settings, maxconn, accepted)
         state.provide(db=db)
+        init_migrations(app, state, db, directory, at_start_up=migrate and accepted is not None)
         state.readiness_checks["database"] = partial(db.ping, readiness_timeout)
         state.on_stop(db.close)
         state.before_fork(db.pool.release_idle)

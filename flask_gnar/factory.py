@@ -10,6 +10,7 @@ from flask import Flask
 from . import signals
 from .auth import GnarJWT
 from .blueprints import GnarBlueprints
+from .cli import gnar_cli
 from .cors import GnarCORS
 from .db import GnarDB
 from .errors import GnarErrors
@@ -48,6 +49,7 @@ def create_app(
         app.config.update(config)
     app.config["GNAR_ENV_PREFIX"] = env_prefix
     init_state(app, name=name, production=production, port=port, env_prefix=env_prefix)
+    gnar_cli(app)
     signals.preconfig.send(app)
     for extension in extensions_in_seed_order(
         log_level=log_level,

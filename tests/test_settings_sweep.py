@@ -56,6 +56,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "PG_MIN_CONNECTIONS": ["one", "-1", PAST_MAX_BACKENDS],
     "PG_MAX_CONNECTIONS": ["ten", "0", PAST_MAX_BACKENDS],
     "PG_PORT": ["5432x", "0", "99999"],
+    "PG_MIGRATE": ["sometimes"],
     # errors
     "SEED_ERROR_STATUS": ["perhaps"],
     "ERROR_TRACEBACK": ["2"],

@@ -1,26 +1,18 @@
-"""piste, the user service: ``python -m piste.app.main`` from examples/."""
+"""piste, the user service: ``python -m piste.app.main`` from examples/.
+
+Its schema is in ``piste/migrations/``: applied at start-up in development,
+by ``flask --app piste.app.main gnar migrate`` in production.
+"""
 
 import os
 
-from flask_gnar import create_app, gnar, serve
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id serial PRIMARY KEY,
-    email text UNIQUE NOT NULL,
-    password_hash text NOT NULL
-)
-"""
-
+from flask_gnar import create_app, serve
 
 app = create_app(
     "piste",
     production=os.environ.get("PISTE_PRODUCTION") == "1",
     port=int(os.environ.get("PISTE_HTTP_PORT", "9400")),
 )
-
-with app.app_context():
-    gnar.db.run(SCHEMA)
 
 if __name__ == "__main__":
     serve(app)

@@ -13,7 +13,9 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    # A folder of this checkout's own: pytest's shared default under /tmp keeps the last
+    # three runs of every checkout and deletes older ones, even while they still run.
+    session.run("pytest", f"--basetemp={session.virtualenv.location}/pytest-tmp", *session.posargs)
 
 
 @nox.session(python=PYTHON)

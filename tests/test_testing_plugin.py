@@ -1,8 +1,13 @@
 """The pytest plugin users get with flask-gnar, run as a user's own test suite would be."""
 
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
+
+from helpers import ROOT
 
 SERVICE_API = '''
 from flask import Blueprint, jsonify
@@ -72,3 +77,108 @@ def test_gnar_app_without_the_ini_option_says_what_to_add(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
     result.stdout.fnmatch_lines(["*gnar_app = <package>*"])
     assert result.ret != 0
+
+
+# --- tried as a new user would: a project of its own, flask-gnar from a fresh venv ---------
+
+SNOWY_MAIN = '''
+from flask_gnar import create_app, serve
+
+app = create_app("snowy", production=False, port=9400)
+
+if __name__ == "__main__":
+    serve(app)
+'''
+
+SNOWY_API = '''
+from flask import Blueprint, jsonify
+from flask_jwt_extended import jwt_required
+
+from flask_gnar import current_identity, gnar
+
+blueprint = Blueprint("runs", __name__, url_prefix="/runs")
+
+
+@blueprint.get("/")
+def runs():
+    return jsonify({"open": gnar.db.one("SELECT 3")})
+
+
+@blueprint.get("/mine")
+@jwt_required()
+def mine():
+    return jsonify({"rider": current_identity()})
+'''
+
+SNOWY_TESTS = '''
+import pytest
+
+
+@pytest.fixture
+def app(gnar_app):
+    return gnar_app
+
+
+def test_runs_reads_the_database(client):
+    assert client.get("/runs/").json == {"open": 3}
+
+
+def test_mine_needs_a_token(client, gnar_auth_headers):
+    assert client.get("/runs/mine").status_code == 401
+    answer = client.get("/runs/mine", headers=gnar_auth_headers("rider-1"))
+    assert answer.json == {"rider": "rider-1"}
+
+
+def test_the_app_is_the_one_the_plugin_built(app, gnar_postgres):
+    assert app.config["TESTING"] is True
+    assert app.config["GNAR_PG_DSN"] == gnar_postgres.uri
+'''
+
+
+def write_snowy_project(root):
+    """The seed's layout: snowy/app/main.py builds the app in development, tests/ use gnar_app."""
+    files = {
+        "snowy/__init__.py": "",
+        "snowy/app/__init__.py": "",
+        "snowy/app/main.py": SNOWY_MAIN,
+        "snowy/app/runs/__init__.py": "",
+        "snowy/app/runs/apis.py": SNOWY_API,
+        "tests/test_snowy.py": SNOWY_TESTS,
+        "pytest.ini": "[pytest]\ngnar_app = snowy\npythonpath = .\n",
+    }
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+def user_env(**extra):
+    """The machine's environment, without this suite's settings and import paths."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("GNAR_", "AWS_", "SNOWY_", "PYTHON", "VIRTUAL_ENV", "PYTEST"))}
+    env.update(extra)
+    return env
+
+
+def run(command, cwd, env, timeout):
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_new_project_tests_through_the_plugin_without_a_development_database(tmp_path):
+    project, venv, home, data = (tmp_path / d for d in ("project", "venv", "home", "xdg-data"))
+    write_snowy_project(project)
+    run([sys.executable, "-m", "venv", str(venv)], tmp_path, user_env(), 120)
+    run([str(venv / "bin" / "pip"), "install", "-q", f"{ROOT}[test]"], tmp_path, user_env(), 800)
+
+    home.mkdir()
+    env = user_env(HOME=str(home), XDG_DATA_HOME=str(data))
+    output = run([str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                 project, env, 300)
+    assert "3 passed" in output, output
+    # no development database: the scan did not import snowy/app/main.py
+    leftovers = [str(p) for p in (*home.rglob("flask-gnar"), *data.rglob("flask-gnar"))]
+    assert leftovers == [] and not data.exists(), leftovers

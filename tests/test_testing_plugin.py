@@ -1,9 +1,12 @@
 """The pytest plugin users get with flask-gnar, run as a user's own test suite would be."""
 
+import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -81,75 +84,33 @@ def test_gnar_app_without_the_ini_option_says_what_to_add(pytester):
 
 # --- tried as a new user would: a project of its own, flask-gnar from a fresh venv ---------
 
-SNOWY_MAIN = '''
-from flask_gnar import create_app, serve
 
-app = create_app("snowy", production=False, port=9400)
+def full_example(package):
+    """The files of the full example in docs/testing.rst, for ``package`` instead of ``piste``.
 
-if __name__ == "__main__":
-    serve(app)
-'''
-
-SNOWY_API = '''
-from flask import Blueprint, jsonify
-from flask_jwt_extended import jwt_required
-
-from flask_gnar import current_identity, gnar
-
-blueprint = Blueprint("runs", __name__, url_prefix="/runs")
-
-
-@blueprint.get("/")
-def runs():
-    return jsonify({"open": gnar.db.one("SELECT 3")})
-
-
-@blueprint.get("/mine")
-@jwt_required()
-def mine():
-    return jsonify({"rider": current_identity()})
-'''
-
-SNOWY_TESTS = '''
-import pytest
+    Each code block there starts with a ``# <path>`` line; the layout's packages get an
+    empty ``__init__.py``.
+    """
+    text = (ROOT / "docs" / "testing.rst").read_text()
+    section = text.split("\nA full example\n", 1)[1]
+    files = {}
+    for block in re.split(r"^\.\. code-block:: \w+\n", section, flags=re.M)[1:]:
+        lines = itertools.takewhile(lambda line: not line or line.startswith("   "), block.splitlines())
+        body = textwrap.dedent("\n".join(lines)).strip("\n")
+        first, _, rest = body.partition("\n")
+        files[first.removeprefix("# ").replace("piste", package)] = rest.replace("piste", package) + "\n"
+    for path in list(files):
+        for parent in Path(path).parents:
+            if parent.parts and parent.parts[0] == package:
+                files.setdefault(str(parent / "__init__.py"), "")
+    return files
 
 
-@pytest.fixture
-def app(gnar_app):
-    return gnar_app
-
-
-def test_runs_reads_the_database(client):
-    assert client.get("/runs/").json == {"open": 3}
-
-
-def test_mine_needs_a_token(client, gnar_auth_headers):
-    assert client.get("/runs/mine").status_code == 401
-    answer = client.get("/runs/mine", headers=gnar_auth_headers("rider-1"))
-    assert answer.json == {"rider": "rider-1"}
-
-
-def test_the_app_is_the_one_the_plugin_built(app, gnar_postgres):
-    assert app.config["TESTING"] is True
-    assert app.config["GNAR_PG_DSN"] == gnar_postgres.uri
-'''
-
-
-def write_snowy_project(root):
-    """The seed's layout: snowy/app/main.py builds the app in development, tests/ use gnar_app."""
-    files = {
-        "snowy/__init__.py": "",
-        "snowy/app/__init__.py": "",
-        "snowy/app/main.py": SNOWY_MAIN,
-        "snowy/app/runs/__init__.py": "",
-        "snowy/app/runs/apis.py": SNOWY_API,
-        "tests/test_snowy.py": SNOWY_TESTS,
-        "pytest.ini": "[pytest]\ngnar_app = snowy\npythonpath = .\n",
-    }
+def write_project(root, files):
     for relative, text in files.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
+        path.write_text(text)
 
 
 def user_env(**extra):
@@ -170,7 +131,10 @@ def run(command, cwd, env, timeout):
 @pytest.mark.timeout(900)
 def test_a_new_project_tests_through_the_plugin_without_a_development_database(tmp_path):
     project, venv, home, data = (tmp_path / d for d in ("project", "venv", "home", "xdg-data"))
-    write_snowy_project(project)
+    files = full_example("snowy")
+    assert 'create_app("snowy", production=False' in files["snowy/app/main.py"]
+    assert "gnar_app" in files["tests/conftest.py"]
+    write_project(project, files)
     run([sys.executable, "-m", "venv", str(venv)], tmp_path, user_env(), 120)
     run([str(venv / "bin" / "pip"), "install", "-q", f"{ROOT}[test]"], tmp_path, user_env(), 800)
 

@@ -119,9 +119,8 @@ class Page:
         self.socket = websocket.create_connection(url, timeout=TIMEOUT, suppress_origin=True)
         self.ids = itertools.count(1)
         self.events: list[dict[str, Any]] = []
-        self.send("Page.enable")
-        self.send("Log.enable")
-        self.send("Runtime.enable")
+        for domain in ("Page", "Log", "Runtime", "Network"):
+            self.send(f"{domain}.enable")
 
     def send(self, method: str, **params: Any) -> dict[str, Any]:
         """Run one DevTools command and return its result."""
@@ -168,6 +167,20 @@ class Page:
             if event["method"] == "Runtime.consoleAPICalled":
                 texts.extend(str(arg.get("value", "")) for arg in event["params"]["args"])
         return texts
+
+    def preflights(self, url: str) -> list[dict[str, Any]]:
+        """The answers to the preflight requests the browser sent for ``url`` since the last ``open``.
+
+        Each is DevTools' ``Response``: ``status``, and ``headers`` with lower-case names.
+        """
+        self.evaluate("0")  # the events of finished requests have arrived by now
+        return [
+            {**e["params"]["response"],
+             "headers": {k.lower(): v for k, v in e["params"]["response"]["headers"].items()}}
+            for e in self.events
+            if e["method"] == "Network.responseReceived" and e["params"].get("type") == "Preflight"
+            and e["params"]["response"]["url"] == url
+        ]
 
     def close(self) -> None:
         self.socket.close()

@@ -114,6 +114,10 @@ def assert_patch_round_trip(app: BrowserApp) -> None:
     token = app.log_in("rider-7")
     answer = app.call("PATCH", "/cabins/3", token, {"seats": 6, "heated": True})
     assert answer["status"] == 200, answer
+    [preflight] = app.page.preflights(f"{app.service}/cabins/3")
+    assert preflight["status"] == 200
+    assert "PATCH" in preflight["headers"]["access-control-allow-methods"]
+    assert "authorization" in preflight["headers"]["access-control-allow-headers"].lower()
     assert answer["body"] == {"cabin": 3, "rider": "rider-7", "changes": {"seats": 6, "heated": True}}
     refreshed = bearer_token(answer)
     # the page carries on with the token it read, as a browser app does

@@ -253,15 +253,18 @@ class GnarPostgres(Postgres):  # type: ignore[misc]
         kw.setdefault("readonly", self.readonly)
         return GuardedConnection(self.pool, **kw)
 
+    def _in_transaction(self, work: Callable[[Any], T]) -> T:
+        with self.get_cursor() as cursor:
+            return work(cursor)
+
     def _once_more_if_stale(self, work: Callable[[Any], T]) -> T:
-        if self.readonly:
-            with self.get_cursor() as cursor:
-                return work(cursor)
+        # a read-only database keeps postgres.py's read-only transactions
+        attempt = self._in_transaction if self.readonly else self._statement
         try:
-            return self._statement(work)
+            return attempt(work)
         except StaleConnection:
             log.info("retrying on a new database connection")
-        return self._statement(work)
+        return attempt(work)
 
     def ping(self, timeout: int = DEFAULT_READINESS_TIMEOUT) -> bool:
         """Can a new connection run ``SELECT 1`` within ``timeout`` seconds now?"""

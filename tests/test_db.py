@@ -160,6 +160,11 @@ def test_run_one_and_all_are_each_their_own_transaction(gnar_postgres: EmbeddedP
     assert db.all("SELECT n FROM chairs ORDER BY n") == [2, 4]
     db.run("VACUUM chairs")  # refused inside a transaction block; a statement of its own runs it
 
+    db.readonly = True  # postgres.py's switch: every statement in a read-only transaction
+    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+        db.run("INSERT INTO chairs VALUES (5)")
+    assert db.one("SELECT count(*) FROM chairs") == 2
+
 
 def test_configured_signal_publishes_the_database(gnar_postgres: EmbeddedPostgres) -> None:
     received: list[tuple[Flask, Any]] = []

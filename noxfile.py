@@ -40,5 +40,5 @@ def examples(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks (needs wrk: ./dev bench installs it)."""
     session.install("-e", ".[test]", "gunicorn")
-    for script in session.posargs or ["http_bench.py", "login_burst.py", "jwt_refresh.py", "peer.py", "sqs.py"]:
+    for script in session.posargs or ["http_bench.py", "login_burst.py", "jwt_refresh.py", "peer.py", "sqs.py", "bench_db.py"]:
         session.run("python", f"bench/{script}")

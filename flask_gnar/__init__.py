@@ -29,6 +29,7 @@ from .serve import serve
 from .ses import GnarSES
 from .sqs import GnarSQS
 from .state import GnarState, gnar, get_state
+from .tracing import GnarTracing
 
 __all__ = [
     "AlreadyInitialisedError",
@@ -49,6 +50,7 @@ __all__ = [
     "GnarSES",
     "GnarSQS",
     "GnarState",
+    "GnarTracing",
     "NotInitialisedError",
     "PeerError",
     "PeerNotFound",

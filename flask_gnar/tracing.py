@@ -211,7 +211,9 @@ class ProcessTracer:
                 return self._tracer
             provider = TracerProvider(
                 sampler=self.sampler,
-                resource=Resource.create({"service.name": self.service_name}),
+                resource=Resource.create(
+                    {"service.name": self.service_name, "process.pid": os.getpid()}
+                ),
                 shutdown_on_exit=False,
             )
             for make_exporter in self.exporters:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, g, request
+from flask import Flask
 
 from . import signals
 from .config import Settings, parse_bool
@@ -32,10 +33,11 @@ from .state import GnarState
 if TYPE_CHECKING:  # pragma: no cover
     import requests
     from opentelemetry.propagators.textmap import Getter, Setter
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.sampling import Sampler
-    from opentelemetry.trace import Span, Tracer
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from opentelemetry.trace import Span
+
+    from .otlp import LeanTracer, SpanBuffer
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,7 @@ SAMPLERS = frozenset({
     "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
 })
 EXPORTERS = frozenset({"otlp", "console", "none"})
-PROTOCOLS = frozenset({"http/protobuf", "grpc"})
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
-SPAN_KEY = "_gnar_request_span"
 
 
 # --- OpenTelemetry's variables, checked at start-up ----------------------------------
@@ -74,35 +74,14 @@ def exporter_names() -> list[str]:
     return [name for name in names if name != "none"]
 
 
-def otlp_protocol() -> str:
+def check_otlp_protocol() -> None:
+    """flask-gnar exports OTLP over HTTP with protobuf (``http/protobuf``, the default)."""
     for variable in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
         value = otel_setting(variable)
+        if value and value != "http/protobuf":
+            raise ConfigError(variable, f"flask-gnar exports http/protobuf only, got {value!r}")
         if value:
-            if value not in PROTOCOLS:
-                raise ConfigError(
-                    variable, f"expected http/protobuf or grpc, got {value!r}"
-                )
-            return value
-    return "http/protobuf"
-
-
-def otlp_exporter_factory(protocol: str) -> Callable[[], SpanExporter]:
-    """The OTLP exporter's class; it reads its endpoint, headers and timeout itself."""
-    if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            raise ConfigError(
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                "grpc needs opentelemetry-exporter-otlp-proto-grpc installed "
-                "(flask-gnar[tracing] brings http/protobuf)",
-            ) from None
-        return cast("Callable[[], SpanExporter]", OTLPSpanExporter)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HTTPSpanExporter,
-    )
-
-    return HTTPSpanExporter
+            return
 
 
 def sampler_from_environment() -> Sampler:
@@ -173,66 +152,68 @@ class DictSetter:
 
 
 class ProcessTracer:
-    """The app's tracer provider and tracer, made anew in each process that uses them.
+    """The app's tracer and span buffer, made anew in each process that uses them.
 
-    ``start`` runs from the app's start hook (in each worker, after the fork); a
-    process that handles requests without ``serve()`` (a test client, another
-    server that forks) gets its provider on first use.
+    ``start`` runs from the app's start hook (in each worker, after the fork: an
+    export thread does not survive one); a process that handles requests without
+    ``serve()`` (a test client, another server that forks) gets its own on first use.
     """
 
-    def __init__(
-        self, service_name: str, sampler: Sampler, exporters: list[Callable[[], SpanExporter]]
-    ) -> None:
+    def __init__(self, service_name: str, sampler: Sampler, exporter_names: list[str]) -> None:
+        from .otlp import BatchSettings, OTLPHTTPExport
+
         self.service_name = service_name
         self.sampler = sampler
-        self.exporters = exporters
+        self.exporter_names = exporter_names
+        self.batch_settings = BatchSettings.from_environment()
+        if "otlp" in exporter_names:
+            check_otlp_protocol()
+            OTLPHTTPExport.check_settings()
         self._pid: int | None = None
-        self._provider: TracerProvider | None = None
-        self._tracer: Tracer | None = None
+        self._tracer: LeanTracer | None = None
+        self._buffer: SpanBuffer | None = None
         self._lock = threading.Lock()
 
-    def tracer(self) -> Tracer:
+    def tracer(self) -> LeanTracer:
         tracer = self._tracer
         if tracer is None or self._pid != os.getpid():
             return self._start()
         return tracer
 
     def start(self) -> None:
-        """Make this process's provider (the app's start hook, once per worker)."""
+        """Make this process's tracer and export thread (the app's start hook)."""
         self._start()
 
-    def _start(self) -> Tracer:
+    def _start(self) -> LeanTracer:
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from .otlp import ConsoleExport, Export, LeanTracer, OTLPHTTPExport, SpanBuffer, SpanEncoder
 
         with self._lock:
             if self._tracer is not None and self._pid == os.getpid():
                 return self._tracer
-            provider = TracerProvider(
-                sampler=self.sampler,
-                resource=Resource.create(
-                    {"service.name": self.service_name, "process.pid": os.getpid()}
-                ),
-                shutdown_on_exit=False,
-            )
-            for make_exporter in self.exporters:
-                provider.add_span_processor(BatchSpanProcessor(make_exporter()))
-            self._provider, self._pid = provider, os.getpid()
-            self._tracer = provider.get_tracer(INSTRUMENTATION_NAME)
+            resource = Resource.create({"service.name": self.service_name, "process.pid": os.getpid()})
+            exports: list[Export] = []
+            if "otlp" in self.exporter_names:
+                exports.append(OTLPHTTPExport(SpanEncoder(resource, INSTRUMENTATION_NAME)))
+            if "console" in self.exporter_names:
+                exports.append(ConsoleExport(resource, INSTRUMENTATION_NAME))
+            self._buffer = SpanBuffer(exports, self.batch_settings)
+            self._tracer = LeanTracer(self.sampler, self._buffer.add)
+            self._pid = os.getpid()
             return self._tracer
 
     def stop(self) -> None:
-        """Export what is pending and stop the exporter threads of this process."""
+        """Export what is pending and stop this process's export thread."""
         with self._lock:
-            provider, mine = self._provider, self._pid == os.getpid()
-            self._provider = self._tracer = self._pid = None
-        if provider is not None and mine:
-            provider.shutdown()
+            buffer, mine = self._buffer, self._pid == os.getpid()
+            self._buffer = self._tracer = self._pid = None
+        if buffer is not None and mine:
+            buffer.shutdown(self.batch_settings.export_timeout_millis / 1000)
 
-    def flush(self, timeout_millis: int = 30000) -> bool:
-        provider = self._provider
-        return provider is None or provider.force_flush(timeout_millis)
+    def flush(self, timeout: float = 30.0) -> bool:
+        buffer = self._buffer
+        return buffer is None or buffer.flush(timeout)
 
 
 # --- the hooks -------------------------------------------------------------------------
@@ -252,47 +233,52 @@ class AppTracing:
         self._environ_getter = cast("Getter[Any]", EnvironGetter())
         self._attribute_getter = cast("Getter[Any]", MessageAttributeGetter())
         self._setter = cast("Setter[dict[str, str]]", DictSetter())
+        self._server_kind = trace.SpanKind.SERVER
 
     # the request span
 
-    def start_request_span(self) -> None:
-        from opentelemetry.trace import SpanKind
+    def traced_request(
+        self, wsgi_app: WSGIApplication, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Run the request in a server span that continues the incoming trace.
 
-        environ = request.environ
+        The span starts before routing (the sampler sees method, path and scheme)
+        and is named for the matched rule when the app has answered.
+        """
         parent = self.propagator.extract(environ, getter=self._environ_getter)
         method = environ.get("REQUEST_METHOD", "GET")
-        rule = request.url_rule
-        attributes: dict[str, Any] = {
-            "http.request.method": method if method in HTTP_METHODS else "_OTHER",
-            "url.path": environ.get("PATH_INFO", "/"),
-            "url.scheme": environ.get("wsgi.url_scheme", "http"),
-        }
-        name = method if method in HTTP_METHODS else "HTTP"
-        if rule is not None:
-            attributes["http.route"] = rule.rule
-            name = f"{name} {rule.rule}"
+        known = method in HTTP_METHODS
         span = self.process_tracer.tracer().start_span(
-            name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+            method if known else "HTTP",
+            context=parent,
+            kind=self._server_kind,
+            attributes={
+                "http.request.method": method if known else "_OTHER",
+                "url.path": environ.get("PATH_INFO") or "/",
+                "url.scheme": environ.get("wsgi.url_scheme", "http"),
+            },
         )
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
-        setattr(g, SPAN_KEY, (span, token))
+        status: list[str] = []
 
-    def record_response(self, response: Response) -> Response:
-        held = g.get(SPAN_KEY)
-        if held is not None and held[0].is_recording():
-            record_status(held[0], response.status_code)
-        return response
+        def capture_status(status_line: str, headers: Any, exc_info: Any = None) -> Any:
+            if not status and span.is_recording():  # Flask's request is still in the environ
+                name_for_route(span, environ, method if known else "HTTP")
+            status.append(status_line)
+            return start_response(status_line, headers, exc_info)
 
-    def end_request_span(self, error: BaseException | None) -> None:
-        held = g.pop(SPAN_KEY, None)
-        if held is None:
-            return
-        span, token = held
-        if error is not None and span.is_recording():
-            span.record_exception(error)
-            mark_error(span, type(error).__qualname__)
-        span.end()
-        self._context.detach(token)
+        try:
+            return wsgi_app(environ, capture_status)
+        except BaseException as error:
+            if span.is_recording():
+                span.record_exception(error)
+                mark_error(span, type(error).__qualname__)
+            raise
+        finally:
+            if status and span.is_recording():
+                record_status(span, int(status[-1][:3]))
+            span.end()
+            self._context.detach(token)
 
     # TraceHooks (see flask_gnar.context)
 
@@ -409,14 +395,7 @@ class GnarTracing(GnarExtension):
             self.option("service_name") or otel_setting("OTEL_SERVICE_NAME") or state.name
         )
         names = exporter_names()
-        exporters: list[Callable[[], SpanExporter]] = []
-        if "otlp" in names:
-            exporters.append(otlp_exporter_factory(otlp_protocol()))
-        if "console" in names:
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            exporters.append(ConsoleSpanExporter)
-        process_tracer = ProcessTracer(service_name, sampler_from_environment(), exporters)
+        process_tracer = ProcessTracer(service_name, sampler_from_environment(), names)
         tracing = AppTracing(process_tracer)
         register_request_span(app, tracing)
         state.provide(tracing=tracing)
@@ -436,7 +415,13 @@ def require_opentelemetry(variable: str) -> None:
 
 
 def register_request_span(app: Flask, tracing: AppTracing) -> None:
-    """Ours run first before the request and last after it, around every other hook."""
-    app.before_request_funcs.setdefault(None, []).insert(0, tracing.start_request_span)
-    app.after_request_funcs.setdefault(None, []).insert(0, tracing.record_response)
-    app.teardown_request_funcs.setdefault(None, []).insert(0, tracing.end_request_span)
+    """Around the whole WSGI app: no Flask hook to call, and every hook runs inside it."""
+    app.wsgi_app = partial(tracing.traced_request, app.wsgi_app)  # type: ignore[method-assign]
+
+
+def name_for_route(span: Span, environ: WSGIEnvironment, method: str) -> None:
+    """``GET /user/<int:id>`` and ``http.route``, from the rule Flask matched (if any)."""
+    rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+    if rule is not None:
+        span.update_name(f"{method} {rule.rule}")
+        span.set_attribute("http.route", rule.rule)

@@ -161,7 +161,10 @@ def tracy_service(log: Path, **env: str) -> Iterator[Tracy]:
     finally:
         os.environ.update(saved)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health/live", process=process)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/health/live", process=process)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{log.read_text()}") from None
         yield Tracy(port, process, log)
     finally:
         kill_group(process)

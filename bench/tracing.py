@@ -20,6 +20,8 @@ from common import free_port, machine, median, start_server, stop_server, wait_u
 SETUPS = {
     "bare bjoern": (["bjoern-rp"], {}),
     "gnar tracing off": (["gnar"], {"GNAR_TRACING": "false"}),
+    "gnar spans only": (["gnar"], {"GNAR_TRACING": "true", "OTEL_TRACES_SAMPLER": "always_on",
+                                   "OTEL_TRACES_EXPORTER": "none"}),
     "gnar tracing on": (["gnar"], {"GNAR_TRACING": "true", "OTEL_TRACES_SAMPLER": "always_on"}),
 }
 TICKS = os.sysconf("SC_CLK_TCK")

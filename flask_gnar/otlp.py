@@ -16,18 +16,18 @@ import collections
 import gzip
 import logging
 import os
+import struct
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote
 
 import requests
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
     ArrayValue,
@@ -251,34 +251,40 @@ class BatchSettings:
         return settings
 
 
-Export = Callable[[Sequence[LeanSpan]], None]
+Item = TypeVar("Item")
 
 
-class SpanBuffer:
-    """Ended spans of one process, exported in batches by a thread of that process."""
+class SpanBuffer(Generic[Item]):
+    """Ended spans of one process (as ``prepare`` makes them), exported in batches by a
+    thread of that process. Past ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting, spans are dropped."""
 
-    def __init__(self, exports: list[Export], settings: BatchSettings) -> None:
-        self.exports = exports
+    def __init__(
+        self,
+        prepare: Callable[[LeanSpan], Item],
+        export: Callable[[list[Item]], None],
+        settings: BatchSettings,
+    ) -> None:
+        self.prepare = prepare
+        self.export = export
         self.settings = settings
         self.dropped = 0
-        self._spans: collections.deque[LeanSpan] = collections.deque()
+        self._items: collections.deque[Item] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
         self._exporting = False
         self._thread = threading.Thread(target=self._run, name="gnar-span-export", daemon=True)
-        if exports:
-            self._thread.start()
+        self._thread.start()
 
     def add(self, span: LeanSpan) -> None:
-        if not self.exports or not span.context.trace_flags.sampled:
+        if not span.context.trace_flags.sampled:
             return
-        spans = self._spans
-        if len(spans) >= self.settings.max_queue_size:
+        items = self._items
+        if len(items) >= self.settings.max_queue_size:
             self.dropped += 1
             return
-        spans.append(span)
-        if len(spans) == self.settings.max_export_batch_size:
+        items.append(self.prepare(span))
+        if len(items) == self.settings.max_export_batch_size:
             self._wake.set()
 
     def _run(self) -> None:
@@ -293,15 +299,14 @@ class SpanBuffer:
         with self._idle:
             self._exporting = True
         try:
-            while self._spans:
-                batch: list[LeanSpan] = []
-                while self._spans and len(batch) < self.settings.max_export_batch_size:
-                    batch.append(self._spans.popleft())
-                for export in self.exports:
-                    try:
-                        export(batch)
-                    except Exception:
-                        log.warning("exporting %d span(s) failed", len(batch), exc_info=True)
+            while self._items:
+                batch: list[Item] = []
+                while self._items and len(batch) < self.settings.max_export_batch_size:
+                    batch.append(self._items.popleft())
+                try:
+                    self.export(batch)
+                except Exception:
+                    log.warning("exporting %d span(s) failed", len(batch), exc_info=True)
         finally:
             with self._idle:
                 self._exporting = False
@@ -309,10 +314,8 @@ class SpanBuffer:
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Export what is buffered now; ``False`` if it took longer than ``timeout``."""
-        if not self.exports:
-            return True
         deadline = time.monotonic() + timeout
-        while self._spans or self._exporting:
+        while self._items or self._exporting:
             self._wake.set()
             with self._idle:
                 self._idle.wait(0.05)
@@ -329,6 +332,22 @@ class SpanBuffer:
 
 
 # --- OTLP/HTTP protobuf ----------------------------------------------------------------
+# A span is encoded when it ends, into the bytes of one OTLP ``Span`` message, so the
+# buffer holds bytes (nothing for the garbage collector to walk) and a batch is those
+# bytes behind one envelope. Field numbers: opentelemetry/proto/trace/v1/trace.proto.
+
+
+def varint(number: int) -> bytes:
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def length_delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + varint(len(payload)) + payload
 
 
 def any_value(value: Any) -> AnyValue:
@@ -345,62 +364,77 @@ def any_value(value: Any) -> AnyValue:
     return AnyValue(string_value=str(value))
 
 
+TRACE_ID, SPAN_ID, TRACE_STATE, PARENT_ID, NAME = b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x2a"
+KIND, START, END, ATTRIBUTE, EVENT, STATUS = b"\x30", b"\x39", b"\x41", b"\x4a", b"\x5a", b"\x7a"
+FLAGS = b"\x85\x01"  # field 16, fixed32
+FIRST, SECOND = b"\x0a", b"\x12"  # fields 1 and 2 of the envelope messages
+TIMES = struct.Struct("<Q")
+ERROR_STATUS_CODE = trace_pb2.Status.STATUS_CODE_ERROR
+
+
 class SpanEncoder:
-    """Spans to an ``ExportTraceServiceRequest``; attribute pairs that repeat (the
-    method, the route, the status) are built once and reused."""
+    """Spans to OTLP protobuf; attribute pairs that repeat (the method, the route, the
+    status) are encoded once and reused."""
 
     CACHE_LIMIT = 4096
 
     def __init__(self, resource: Resource, scope_name: str) -> None:
-        self._pairs: dict[tuple[str, type, Any], KeyValue] = {}
-        self.resource = PBResource(
-            attributes=[self.key_value(k, v) for k, v in resource.attributes.items()]
+        self._pairs: dict[tuple[str, type, Any], bytes] = {}
+        resource_message = PBResource(
+            attributes=[KeyValue(key=k, value=any_value(v)) for k, v in resource.attributes.items()]
         )
-        self.scope = InstrumentationScope(name=scope_name)
+        self._resource = length_delimited(FIRST, resource_message.SerializeToString())
+        self._scope = length_delimited(FIRST, InstrumentationScope(name=scope_name).SerializeToString())
 
-    def key_value(self, key: str, value: Any) -> KeyValue:
+    def attribute(self, key: str, value: Any) -> bytes:
         if not isinstance(value, (str, bool, int, float)):
-            return KeyValue(key=key, value=any_value(value))
+            return length_delimited(ATTRIBUTE, KeyValue(key=key, value=any_value(value)).SerializeToString())
         cache_key = (key, type(value), value)
-        pair = self._pairs.get(cache_key)
-        if pair is None:
+        encoded = self._pairs.get(cache_key)
+        if encoded is None:
             if len(self._pairs) >= self.CACHE_LIMIT:
                 self._pairs.clear()
-            pair = self._pairs[cache_key] = KeyValue(key=key, value=any_value(value))
-        return pair
-
-    def span(self, span: LeanSpan) -> trace_pb2.Span:
-        context = span.context
-        key_value = self.key_value
-        encoded = trace_pb2.Span(
-            trace_id=context.trace_id.to_bytes(16, "big"),
-            span_id=context.span_id.to_bytes(8, "big"),
-            parent_span_id=span.parent_id.to_bytes(8, "big") if span.parent_id else b"",
-            trace_state=context.trace_state.to_header() if context.trace_state else "",
-            flags=int(context.trace_flags),
-            name=span.name,
-            kind=trace_pb2.Span.SpanKind.ValueType(span.kind.value + 1),  # OTLP: UNSPECIFIED = 0
-            start_time_unix_nano=span.start_time,
-            end_time_unix_nano=span.end_time or span.start_time,
-            attributes=[key_value(k, v) for k, v in span.attributes.items()],
-        )
-        for name, attributes, timestamp in span.events:
-            encoded.events.add(
-                name=name,
-                time_unix_nano=timestamp,
-                attributes=[key_value(k, v) for k, v in attributes.items()],
-            )
-        if span.error:
-            encoded.status.code = trace_pb2.Status.STATUS_CODE_ERROR
-            encoded.status.message = span.status_message
+            pair = KeyValue(key=key, value=any_value(value)).SerializeToString()
+            encoded = self._pairs[cache_key] = length_delimited(ATTRIBUTE, pair)
         return encoded
 
-    def request(self, spans: Sequence[LeanSpan]) -> bytes:
-        export = ExportTraceServiceRequest()
-        resource_spans = export.resource_spans.add(resource=self.resource)
-        scope_spans = resource_spans.scope_spans.add(scope=self.scope)
-        scope_spans.spans.extend([self.span(span) for span in spans])
-        return bytes(export.SerializeToString())
+    def span(self, span: LeanSpan) -> bytes:
+        """One ``Span`` message, length-prefixed as a ``ScopeSpans.spans`` entry."""
+        context = span.context
+        parts = [
+            TRACE_ID, b"\x10", context.trace_id.to_bytes(16, "big"),
+            SPAN_ID, b"\x08", context.span_id.to_bytes(8, "big"),
+        ]
+        if context.trace_state:
+            parts.append(length_delimited(TRACE_STATE, context.trace_state.to_header().encode()))
+        if span.parent_id:
+            parts += [PARENT_ID, b"\x08", span.parent_id.to_bytes(8, "big")]
+        parts += [
+            length_delimited(NAME, span.name.encode()),
+            KIND, varint(span.kind.value + 1),  # OTLP counts from UNSPECIFIED = 0
+            START, TIMES.pack(span.start_time),
+            END, TIMES.pack(span.end_time or span.start_time),
+        ]
+        attribute = self.attribute
+        parts += [attribute(key, value) for key, value in span.attributes.items()]
+        for name, attributes, timestamp in span.events:
+            event = trace_pb2.Span.Event(
+                name=name,
+                time_unix_nano=timestamp,
+                attributes=[KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()],
+            )
+            parts.append(length_delimited(EVENT, event.SerializeToString()))
+        if span.error:
+            status = trace_pb2.Status(code=ERROR_STATUS_CODE, message=span.status_message)
+            parts.append(length_delimited(STATUS, status.SerializeToString()))
+        parts += [FLAGS, int(context.trace_flags).to_bytes(4, "little")]
+        return length_delimited(SECOND, b"".join(parts))
+
+    def request(self, encoded_spans: list[bytes]) -> bytes:
+        """An ``ExportTraceServiceRequest`` of spans encoded by :meth:`span`."""
+        scope_spans = self._scope + b"".join(encoded_spans)
+        resource_spans = self._resource + length_delimited(SECOND, scope_spans)
+        return length_delimited(FIRST, resource_spans)
 
 
 def otlp_variable(name: str) -> tuple[str, str]:
@@ -473,7 +507,7 @@ class OTLPHTTPExport:
         self._session: requests.Session | None = None
         self._failing = False
 
-    def __call__(self, spans: Sequence[LeanSpan]) -> None:
+    def __call__(self, spans: list[bytes]) -> None:
         body = self.encoder.request(spans)
         if self.gzip:
             body = gzip.compress(body)
@@ -500,7 +534,7 @@ class ConsoleExport:
         self.scope = Scope(scope_name)
         self.exporter = ConsoleSpanExporter()
 
-    def __call__(self, spans: Sequence[LeanSpan]) -> None:
+    def __call__(self, spans: list[LeanSpan]) -> None:
         from opentelemetry.sdk.trace import Event, ReadableSpan
 
         self.exporter.export([

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
     from opentelemetry.trace import Span
 
-    from .otlp import LeanTracer, SpanBuffer
+    from .otlp import LeanSpan, LeanTracer, SpanBuffer
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class ProcessTracer:
             OTLPHTTPExport.check_settings()
         self._pid: int | None = None
         self._tracer: LeanTracer | None = None
-        self._buffer: SpanBuffer | None = None
+        self._buffers: list[SpanBuffer[Any]] = []
         self._lock = threading.Lock()
 
     def tracer(self) -> LeanTracer:
@@ -187,33 +187,49 @@ class ProcessTracer:
     def _start(self) -> LeanTracer:
         from opentelemetry.sdk.resources import Resource
 
-        from .otlp import ConsoleExport, Export, LeanTracer, OTLPHTTPExport, SpanBuffer, SpanEncoder
+        from .otlp import ConsoleExport, LeanTracer, OTLPHTTPExport, SpanBuffer, SpanEncoder
 
         with self._lock:
             if self._tracer is not None and self._pid == os.getpid():
                 return self._tracer
             resource = Resource.create({"service.name": self.service_name, "process.pid": os.getpid()})
-            exports: list[Export] = []
+            buffers: list[SpanBuffer[Any]] = []
             if "otlp" in self.exporter_names:
-                exports.append(OTLPHTTPExport(SpanEncoder(resource, INSTRUMENTATION_NAME)))
+                encoder = SpanEncoder(resource, INSTRUMENTATION_NAME)
+                buffers.append(SpanBuffer(encoder.span, OTLPHTTPExport(encoder), self.batch_settings))
             if "console" in self.exporter_names:
-                exports.append(ConsoleExport(resource, INSTRUMENTATION_NAME))
-            self._buffer = SpanBuffer(exports, self.batch_settings)
-            self._tracer = LeanTracer(self.sampler, self._buffer.add)
+                console = ConsoleExport(resource, INSTRUMENTATION_NAME)
+                buffers.append(SpanBuffer(lambda span: span, console, self.batch_settings))
+            self._buffers = buffers
+            self._tracer = LeanTracer(self.sampler, fan_out(buffers))
             self._pid = os.getpid()
             return self._tracer
 
     def stop(self) -> None:
         """Export what is pending and stop this process's export thread."""
         with self._lock:
-            buffer, mine = self._buffer, self._pid == os.getpid()
-            self._buffer = self._tracer = self._pid = None
-        if buffer is not None and mine:
-            buffer.shutdown(self.batch_settings.export_timeout_millis / 1000)
+            buffers, mine = self._buffers, self._pid == os.getpid()
+            self._buffers, self._tracer, self._pid = [], None, None
+        if mine:
+            for buffer in buffers:
+                buffer.shutdown(self.batch_settings.export_timeout_millis / 1000)
 
     def flush(self, timeout: float = 30.0) -> bool:
-        buffer = self._buffer
-        return buffer is None or buffer.flush(timeout)
+        return all([buffer.flush(timeout) for buffer in self._buffers])
+
+
+def fan_out(buffers: list[SpanBuffer[Any]]) -> Callable[[LeanSpan], None]:
+    """Where an ended span goes: nowhere, the one buffer, or each of them."""
+    if not buffers:
+        return lambda span: None
+    if len(buffers) == 1:
+        return buffers[0].add
+
+    def add(span: LeanSpan) -> None:
+        for buffer in buffers:
+            buffer.add(span)
+
+    return add
 
 
 # --- the hooks -------------------------------------------------------------------------

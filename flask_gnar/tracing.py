@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from functools import partial
@@ -250,6 +251,7 @@ class AppTracing:
         self._attribute_getter = cast("Getter[Any]", MessageAttributeGetter())
         self._setter = cast("Setter[dict[str, str]]", DictSetter())
         self._server_kind = trace.SpanKind.SERVER
+        self._client_kind = trace.SpanKind.CLIENT
 
     # the request span
 
@@ -366,6 +368,58 @@ class AppTracing:
             return result
 
 
+    # database queries
+
+    def query(self, attributes: dict[str, Any], sql: Any, run: Callable[[], T]) -> T:
+        """Run one statement in a client span ``SELECT``, ``INSERT`` ... (no literal values)."""
+        operation = statement_operation(sql)
+        span = self.process_tracer.tracer().start_span(
+            operation or "postgresql",
+            kind=self._client_kind,
+            attributes={**attributes, "db.operation.name": operation} if operation else attributes,
+        )
+        with self._trace.use_span(span, end_on_exit=True):
+            return run()
+
+    def trace_database(self, app: Flask, db: Any = None, **_: Any) -> None:
+        """Queries of GnarDB's ``gnar.db`` run in spans (its cursor class, wrapped)."""
+        base = db.default_cursor_factory
+        tracing, attributes = self, database_attributes(getattr(db, "target", ""))
+
+        class TracedCursor(base):  # type: ignore[valid-type, misc]
+            def run(self, sql: Any, parameters: Any = None, **kw: Any) -> Any:
+                return tracing.query(attributes, sql, lambda: base.run(self, sql, parameters, **kw))
+
+        TracedCursor.__name__ = f"Traced{base.__name__}"
+        db.default_cursor_factory = TracedCursor
+
+
+_TARGET = re.compile(r"@(?P<host>\[[^\]]*\]|[^:/]*)(?::(?P<port>\d+))?/(?P<database>.*)$")
+
+
+def database_attributes(target: str) -> dict[str, Any]:
+    """From GnarDB's ``user@host:port/dbname``: the semantic conventions' database attributes."""
+    attributes: dict[str, Any] = {"db.system.name": "postgresql"}
+    found = _TARGET.search(target)
+    if found:
+        if found["database"]:
+            attributes["db.namespace"] = found["database"]
+        if found["host"]:
+            attributes["server.address"] = found["host"]
+        if found["port"]:
+            attributes["server.port"] = int(found["port"])
+    return attributes
+
+
+def statement_operation(sql: Any) -> str:
+    """``SELECT`` of ``select * from t`` (str, bytes or a psycopg2 ``sql`` object)."""
+    text = sql.decode(errors="replace") if isinstance(sql, bytes) else sql
+    if not isinstance(text, str):
+        return ""
+    words = text.lstrip("( \t\n").split(None, 1)
+    return words[0].upper() if words and words[0].isalpha() else ""
+
+
 def messaging_attributes(queue_name: str, operation: str) -> dict[str, Any]:
     return {
         "messaging.system": "aws_sqs",
@@ -414,6 +468,7 @@ class GnarTracing(GnarExtension):
         process_tracer = ProcessTracer(service_name, sampler_from_environment(), names)
         tracing = AppTracing(process_tracer)
         register_request_span(app, tracing)
+        trace_database_when_configured(app, state, tracing)
         state.provide(tracing=tracing)
         state.on_start(process_tracer.start)
         state.on_stop(process_tracer.stop)
@@ -433,6 +488,15 @@ def require_opentelemetry(variable: str) -> None:
 def register_request_span(app: Flask, tracing: AppTracing) -> None:
     """Around the whole WSGI app: no Flask hook to call, and every hook runs inside it."""
     app.wsgi_app = partial(tracing.traced_request, app.wsgi_app)  # type: ignore[method-assign]
+
+
+def trace_database_when_configured(app: Flask, state: GnarState, tracing: AppTracing) -> None:
+    """GnarDB's queries get spans, whether it was initialised before GnarTracing or after."""
+    db = getattr(state, "db", None)
+    if db is not None:
+        tracing.trace_database(app, db=db)
+    else:
+        signals.database_configured.connect(tracing.trace_database, sender=app, weak=False)
 
 
 def name_for_route(span: Span, environ: WSGIEnvironment, method: str) -> None:

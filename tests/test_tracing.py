@@ -291,3 +291,32 @@ def test_the_service_name_is_the_apps_unless_otel_service_name_says(
     monkeypatch.setenv("OTEL_SERVICE_NAME", "snowy-eu")
     other = create_app("snowy", no_db=True, no_jwt=True)
     assert get_state(other).tracing.process_tracer.service_name == "snowy-eu"  # type: ignore[union-attr]
+
+
+def test_database_queries_run_in_spans_of_the_request(
+    gnar_create_app: Any, collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GNAR_TRACING", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", collector.endpoint)
+    app = gnar_create_app("snowy", no_jwt=True)
+
+    @app.get("/count")
+    def count() -> dict[str, Any]:
+        return {"one": gnar_db(app).one("SELECT %(n)s::int", {"n": 41}) + 1}
+
+    trace_id = uuid.uuid4().hex
+    answer = app.test_client().get("/count", headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"})
+    assert answer.json == {"one": 42}
+    tracing = get_state(app).tracing
+    assert tracing is not None and tracing.process_tracer.flush(10)  # type: ignore[attr-defined]
+    request_span = wait_until(lambda: collector.one(trace_id=trace_id, kind="server"))
+    query = child_of(collector, request_span, kind="client")
+    assert query.name == "SELECT"
+    assert query.attributes["db.system.name"] == "postgresql"
+    assert query.attributes["db.operation.name"] == "SELECT"
+    assert "41" not in json.dumps(query.attributes)  # no literal values in the span
+    tracing.process_tracer.stop()  # type: ignore[attr-defined]
+
+
+def gnar_db(app: Any) -> Any:
+    return get_state(app).db

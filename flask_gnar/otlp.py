@@ -273,6 +273,7 @@ class SpanBuffer(Generic[Item]):
         self._stopping = False
         self._idle = threading.Condition()
         self._exporting = False
+        self._flushing = False
         self._thread = threading.Thread(target=self._run, name="gnar-span-export", daemon=True)
         self._thread.start()
 
@@ -290,19 +291,25 @@ class SpanBuffer(Generic[Item]):
     def _run(self) -> None:
         delay = self.settings.schedule_delay_millis / 1000
         while not self._stopping:
-            self._wake.wait(delay)
+            woken = self._wake.wait(delay)
             self._wake.clear()
-            self._export_pending()
-        self._export_pending()
+            flushing, self._flushing = self._flushing, False
+            # woken by a full batch: send full batches only (a partial one waits for
+            # the timer, or every few spans that end meanwhile would cost a request)
+            self._export_pending(everything=flushing or not woken)
+        self._export_pending(everything=True)
 
-    def _export_pending(self) -> None:
+    def _export_pending(self, everything: bool) -> None:
         with self._idle:
             self._exporting = True
+        size = self.settings.max_export_batch_size
         try:
-            while self._items:
+            remaining = len(self._items) if everything else 0
+            while remaining > 0 or len(self._items) >= size:
                 batch: list[Item] = []
-                while self._items and len(batch) < self.settings.max_export_batch_size:
+                while self._items and len(batch) < size:
                     batch.append(self._items.popleft())
+                remaining -= len(batch)
                 try:
                     self.export(batch)
                 except Exception:
@@ -316,6 +323,7 @@ class SpanBuffer(Generic[Item]):
         """Export what is buffered now; ``False`` if it took longer than ``timeout``."""
         deadline = time.monotonic() + timeout
         while self._items or self._exporting:
+            self._flushing = True
             self._wake.set()
             with self._idle:
                 self._idle.wait(0.05)

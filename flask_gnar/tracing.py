@@ -7,9 +7,10 @@ and database queries get spans of their own, and carry the context on.
 
 OpenTelemetry's own variables choose the exporter (``OTEL_TRACES_EXPORTER``,
 ``OTEL_EXPORTER_OTLP_*``) and the sampler (``OTEL_TRACES_SAMPLER``,
-``OTEL_TRACES_SAMPLER_ARG``). Each app has its own tracer provider, made in each
-process that serves (after the fork: a span processor's thread does not survive
-one), so nothing is set process-wide and ``gnar.external`` sends no context.
+``OTEL_TRACES_SAMPLER_ARG``). Each app has its own tracer and span buffer, made in
+each process that serves (after the fork: an export thread does not survive one);
+nothing is set process-wide, so ``gnar.external`` and other apps send no context.
+The spans themselves are :mod:`flask_gnar.otlp`'s lean ones.
 """
 
 from __future__ import annotations

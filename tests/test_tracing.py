@@ -8,6 +8,7 @@ read back from the receiver and the parent links are checked.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -320,3 +321,17 @@ def test_database_queries_run_in_spans_of_the_request(
 
 def gnar_db(app: Any) -> Any:
     return get_state(app).db
+
+
+def test_a_stopping_worker_exports_its_pending_spans(collector: Collector, tmp_path: Path) -> None:
+    """Spans would wait a minute for the timer: SIGTERM makes the worker send them first."""
+    env = traced_env(collector, "gamma", OTEL_BSP_SCHEDULE_DELAY="60000", GNAR_PEER_BETA_URL="http://127.0.0.1:9")
+    with tracy_service(tmp_path / "gamma.log", **env) as gamma:
+        trace_id = uuid.uuid4().hex
+        requests.get(
+            f"{gamma.url}/headers", headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"}, timeout=10
+        )
+        assert collector.find(trace_id=trace_id) == []
+        gamma.process.send_signal(signal.SIGTERM)
+        assert gamma.process.wait(timeout=60) == 0
+    assert wait_until(lambda: collector.one(service="gamma", trace_id=trace_id, kind="server"))

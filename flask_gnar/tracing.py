@@ -264,7 +264,12 @@ class AppTracing:
         The span starts before routing (the sampler sees method, path and scheme)
         and is named for the matched rule when the app has answered.
         """
-        parent = self.propagator.extract(environ, getter=self._environ_getter)
+        # without a traceparent there is nothing to continue (a tracestate alone is ignored)
+        parent = (
+            self.propagator.extract(environ, getter=self._environ_getter)
+            if "HTTP_TRACEPARENT" in environ
+            else None
+        )
         method = environ.get("REQUEST_METHOD", "GET")
         known = method in HTTP_METHODS
         span = self.process_tracer.tracer().start_span(

@@ -26,7 +26,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from helpers import child_env, free_port, kill_group, wait_for_http
 
-SERVE_TRACY = "from tracy.app.main import app; from flask_gnar import serve; serve(app, host='127.0.0.1')"
+SERVE_TRACY = (
+    "from tracy.app.main import app; from flask_gnar import get_state, serve;"
+    "serve(app, host='127.0.0.1', **({} if get_state(app).production else {'use_reloader': False}))"
+)
 SCRUBBED_PREFIXES = ("GNAR_", "AWS_", "OTEL_")
 #: Spans are exported a tenth of a second after they end, so tests wait briefly.
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "100"}

@@ -132,6 +132,24 @@ def test_one_trace_through_a_peer_call_and_an_sqs_message(
     assert handled[0]["span_id"] == process_span.span_id
 
 
+def test_a_callback_that_returns_false_marks_its_span_as_an_error(
+    alpha: Tracy, beta: Tracy, collector: Collector, queue: str
+) -> None:
+    trace_id = uuid.uuid4().hex
+    requests.get(
+        f"{alpha.url}/relay/beta",
+        params={"queue": queue, "body": "reject me"},
+        headers={"traceparent": f"00-{trace_id}-{PARENT_ID}-01"},
+        timeout=10,
+    )
+    process_span = wait_until(
+        lambda: collector.find(service="beta", kind="consumer", trace_id=trace_id),
+        what="the consumer span of the rejected message",
+    )[0]
+    assert process_span.error
+    assert process_span.attributes["error.type"] == "callback_returned_false"
+
+
 def test_every_worker_exports_its_own_spans(alpha: Tracy, collector: Collector) -> None:
     """Spans are made after the fork: both workers' spans reach the receiver."""
     seen: set[int] = set()
@@ -234,6 +252,23 @@ def test_json_logs_carry_the_span_ids_only_while_a_span_is_active(
     assert len(inside["span_id"]) == 16 and inside["span_id"] != PARENT_ID
     assert inside["span_id"] == inside["span_id"].lower() and int(inside["span_id"], 16)
     assert "trace_id" not in outside and "span_id" not in outside
+
+
+def test_the_console_exporter_prints_the_spans(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app(monkeypatch, GNAR_TRACING="true", OTEL_TRACES_EXPORTER="console")
+
+    @app.get("/printed")
+    def printed() -> str:
+        return "ok"
+
+    app.test_client().get("/printed", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+    tracing = get_state(app).tracing
+    assert tracing is not None and tracing.process_tracer.flush(10)  # type: ignore[attr-defined]
+    tracing.process_tracer.stop()  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert '"name": "GET /printed"' in out and f'"trace_id": "0x{TRACE_ID}"' in out
 
 
 def test_tracing_off_adds_nothing_and_imports_nothing() -> None:

@@ -13,8 +13,9 @@ log = logging.getLogger(__name__)
 
 
 def on_message(message):
+    """A body starting with "reject" stays on the queue (the callback returns False)."""
     log.info("handled %s", message["Body"])
-    return True
+    return not message["Body"].startswith("reject")
 
 
 queue = os.environ.get("TRACY_QUEUE")

@@ -13,7 +13,7 @@ blueprint = Blueprint("traced", __name__)
 def relay(service):
     answer = gnar.peer(service).get("/headers").json()
     if request.args.get("queue"):
-        gnar.send_sqs_message(request.args["queue"], f"from {os.getpid()}")
+        gnar.send_sqs_message(request.args["queue"], request.args.get("body", f"from {os.getpid()}"))
     return jsonify({"peer_saw": answer, "pid": os.getpid()})
 
 

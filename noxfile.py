@@ -32,7 +32,7 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def examples(session: nox.Session) -> None:
-    session.install("-e", ".[embedded]")
+    session.install("-e", ".[embedded,tracing]")
     session.run("python", "examples/run.py", *session.posargs)
 
 

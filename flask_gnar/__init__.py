@@ -30,6 +30,7 @@ from .serve import serve
 from .ses import GnarSES
 from .sqs import GnarSQS
 from .state import GnarState, gnar, get_state
+from .tracing import GnarTracing
 
 __all__ = [
     "AlreadyInitialisedError",
@@ -50,6 +51,7 @@ __all__ = [
     "GnarSES",
     "GnarSQS",
     "GnarState",
+    "GnarTracing",
     "MigrationError",
     "NotInitialisedError",
     "PeerError",

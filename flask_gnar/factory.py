@@ -22,6 +22,7 @@ from .peer import GnarPeer
 from .ses import GnarSES
 from .sqs import GnarSQS
 from .state import init_state
+from .tracing import GnarTracing
 
 
 def create_app(
@@ -71,10 +72,11 @@ def extensions_in_seed_order(
     no_db: bool,
     no_jwt: bool,
 ) -> list[GnarExtension]:
-    """configure_logger, argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs, ses."""
+    """configure_logger (then tracing), argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs, ses."""
     modules = [blueprint_modules] if isinstance(blueprint_modules, str) else blueprint_modules
     return [
         GnarLogging(level=log_level),
+        GnarTracing(),
         GnarArgon2(),
         *([] if no_db else [GnarDB()]),
         GnarBlueprints(modules=modules),

@@ -14,6 +14,7 @@ from flask import Flask
 from . import signals
 from .aws import ClientFactory, SharedClient, resolve_client_settings
 from .config import Settings, int_between, parse_list, parse_str, seconds_between
+from .context import run_traced_callback, traced_message_attributes, with_trace_attribute_names
 from .exceptions import ConfigError
 from .extension import GnarExtension
 from .state import GnarState
@@ -88,7 +89,7 @@ class QueueConfig:
         arguments = {
             "AttributeNames": self.attribute_names,
             "MaxNumberOfMessages": self.max_number_of_messages,
-            "MessageAttributeNames": self.message_attribute_names,
+            "MessageAttributeNames": with_trace_attribute_names(self.message_attribute_names),
             "ReceiveRequestAttemptId": self.receive_request_attempt_id,
             "VisibilityTimeout": self.visibility_timeout,
             "WaitTimeSeconds": self.wait_time_seconds,
@@ -367,7 +368,9 @@ class SQSPoller:
         """Run the callback in an app context; ``False`` when the message must stay."""
         with self.queues.app.app_context():
             try:
-                result = self.config.callback(message)
+                result = run_traced_callback(
+                    self.queues.app, self.config.queue_name, self.config.callback, message
+                )
             except Exception as error:
                 self._report_failure(message, "the callback raised", error)
                 return False
@@ -498,7 +501,9 @@ class SQSQueues:
         """Send ``message_body`` to ``queue_name``; the SendMessage response (``MessageId`` ...)."""
         optional = {
             "DelaySeconds": delay_seconds,
-            "MessageAttributes": message_attributes,
+            "MessageAttributes": traced_message_attributes(
+                self.app, queue_name, message_attributes
+            ),
             "MessageDeduplicationId": message_deduplication_id,
             "MessageGroupId": message_group_id,
         }

@@ -17,7 +17,7 @@ pytest_plugins = ["pytester"]
 PACKAGES = Path(__file__).parent / "packages"
 sys.path.insert(0, str(PACKAGES))
 
-SCRUBBED_PREFIXES = ("GNAR_", "AWS_", "MY_APP_", "WERKZEUG_")
+SCRUBBED_PREFIXES = ("GNAR_", "AWS_", "MY_APP_", "WERKZEUG_", "OTEL_")
 
 
 def scrub_environment(monkeypatch: pytest.MonkeyPatch) -> None:

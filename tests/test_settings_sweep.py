@@ -76,6 +76,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "PEER_BACKOFF_SECONDS": ["tiny", "-0.5", PAST_THREAD_WAITS],
     # health
     "HEALTH_ENABLED": ["perhaps"],
+    # tracing
+    "TRACING": ["perhaps", "2"],
     # serve: read by serve(), before it opens the socket
     "WORKERS": ["two", "0", "1025", "99999999999999999999"],
     "SHUTDOWN_GRACE_SECONDS": ["long", "-1", PAST_THREAD_WAITS],

@@ -5,6 +5,7 @@ by ``flask --app piste.app.main gnar migrate`` in production.
 """
 
 import os
+from importlib.util import find_spec
 
 from flask_gnar import create_app, serve
 
@@ -12,6 +13,8 @@ app = create_app(
     "piste",
     production=os.environ.get("PISTE_PRODUCTION") == "1",
     port=int(os.environ.get("PISTE_HTTP_PORT", "9400")),
+    # traced when flask-gnar[tracing] is installed, unless GNAR_TRACING says otherwise
+    config={"GNAR_TRACING": os.environ.get("GNAR_TRACING", str(find_spec("opentelemetry.sdk") is not None))},
 )
 
 if __name__ == "__main__":

@@ -313,9 +313,10 @@ class InHand:
     def __init__(self, config: QueueConfig) -> None:
         self.concurrency = config.concurrency
         self.per_receive = config.max_number_of_messages
-        #: Enough to keep every worker busy while the next receive and the last
-        #: deletes are under way, and no more.
-        self.limit = config.concurrency + 2 * config.max_number_of_messages
+        #: Enough to keep every worker busy while the next receive is under way...
+        self.unsettled_limit = 2 * config.concurrency + config.max_number_of_messages
+        #: ... and the last deletes too, and no more.
+        self.limit = self.unsettled_limit + 2 * config.max_number_of_messages
         self.changed = threading.Condition()
         self.held: list[Held] = []
         self.url = ""
@@ -336,13 +337,21 @@ class InHand:
         """Nothing is running and nothing can start: no callback will finish soon."""
         return not self.in_state(RUNNING) and self.next_startable() is None
 
+    def waiting(self) -> int:
+        """Pending messages a worker could take next: one per FIFO group, each of the rest."""
+        pending = self.in_state(PENDING)
+        groups = {held.group for held in pending if held.group is not None}
+        return len(groups) + sum(1 for held in pending if held.group is None)
+
     def room(self) -> int:
-        """How many messages to receive now (0: wait)."""
-        if self.stopping or self.next_startable() is not None:
+        """How many messages to receive now (0: wait until fewer are waiting)."""
+        if self.stopping or self.waiting() >= self.concurrency:
             return 0
-        if len(self.in_state(RUNNING)) >= self.concurrency:
-            return 0
-        return max(0, min(self.per_receive, self.limit - len(self.held)))
+        unsettled = len(self.held) - len(self.in_state(HANDLED))
+        return max(
+            0,
+            min(self.per_receive, self.unsettled_limit - unsettled, self.limit - len(self.held)),
+        )
 
     def wait_for_room(self) -> int:
         with self.changed:

@@ -20,7 +20,7 @@ import pytest
 import requests
 from flask import Flask
 
-from aws_support import aws  # noqa: F401 (fixture)
+from aws_support import EndpointGate, aws  # noqa: F401 (fixture)
 from db_support import OwnPostgres, start_own_postgres, stop_own_postgres
 from flask_gnar import GnarPeer, GnarSQS, PeerTimeout, get_state, gnar, signals
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
@@ -177,9 +177,13 @@ class Sender:
                 return
 
 
+CONCURRENCIES = pytest.mark.parametrize("concurrency", [1, 4], ids=["concurrency-1", "concurrency-4"])
+
+
 @pytest.mark.slow
+@CONCURRENCIES
 def test_sqs_endpoint_outage_every_message_is_handled_exactly_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, concurrency: int
 ) -> None:
     """moto stops (and forgets everything) and comes back on the same port; the queue is
     created again, as a restored endpoint would have it."""
@@ -192,7 +196,10 @@ def test_sqs_endpoint_outage_every_message_is_handled_exactly_once(
     url = direct.create_queue(QueueName=name)["QueueUrl"]
     handled = Handled()
     app = Flask("outage")
-    app.config.update(GNAR_SQS_BACKOFF_SECONDS=0.05, GNAR_SQS_BACKOFF_MAX_SECONDS=0.3)
+    app.config.update(
+        GNAR_SQS_BACKOFF_SECONDS=0.05, GNAR_SQS_BACKOFF_MAX_SECONDS=0.3,
+        GNAR_SQS_CONCURRENCY=concurrency,
+    )
     GnarSQS(app, queues={"queue_name": name, "callback": handled, "wait_time_seconds": 1})
     deleted: list[str] = []
     signals.sqs_message_handled.connect(
@@ -231,6 +238,75 @@ def test_sqs_endpoint_outage_every_message_is_handled_exactly_once(
 
 
 
+class HeldUntilCut(Handled):
+    """Records each message once its callback may finish: after the endpoint was cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.cut = threading.Event()
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.started.set()
+        assert self.cut.wait(DEADLINE)
+        super().__call__(message)
+
+
+@pytest.mark.slow
+@CONCURRENCIES
+def test_sqs_cut_while_a_batch_is_in_hand_loses_nothing_and_handles_nothing_twice(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, concurrency: int
+) -> None:
+    """The endpoint goes away (keeping its state) while callbacks run: their deletes fail,
+    are retried while the heartbeat keeps the messages invisible, and succeed once it is
+    back, well within the visibility timeout."""
+    server = start_local_aws()
+    gate = EndpointGate(int(server.endpoint_url.rsplit(":", 1)[1]))
+    for key, value in {**server.env, "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    direct = boto3.client("sqs")
+    name = f"gnar-cut-{uuid.uuid4().hex[:8]}"
+    url = direct.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    sent = {
+        result["MessageId"]
+        for result in direct.send_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"cut-{i}"} for i in range(10)]
+        )["Successful"]
+    }
+    callback = HeldUntilCut()
+    app = Flask("cut")
+    app.config.update(
+        GNAR_SQS_ENDPOINT_URL=gate.endpoint_url, GNAR_SQS_CONCURRENCY=concurrency,
+        GNAR_SQS_BACKOFF_SECONDS=0.05, GNAR_SQS_BACKOFF_MAX_SECONDS=0.3,
+    )
+    GnarSQS(app, queues={"queue_name": name, "callback": callback, "wait_time_seconds": 1})
+    deleted: list[str] = []
+    signals.sqs_message_handled.connect(
+        lambda sender, message, **kw: deleted.append(message["MessageId"]), sender=app, weak=False
+    )
+    state = get_state(app)
+    caplog.set_level(logging.WARNING, logger="flask_gnar.sqs")
+    state.start()
+    try:
+        assert callback.started.wait(DEADLINE), "a batch in hand"
+        gate.shut()
+        callback.cut.set()
+        wait_until(lambda: len(callback.ids()) == 10, what="every callback finished")
+        wait_until(lambda: caplog.text.count("could not delete") >= 2, what="deletes retried")
+        assert deleted == [] and queue_count(direct, url) == 10, "nothing deleted while cut"
+        gate.reopen()
+        wait_until(lambda: len(deleted) == 10 and queue_count(direct, url) == 0,
+                   what="the deletes once the endpoint is back")
+        assert state.sqs.stop_pollers(timeout=DEADLINE)
+    finally:
+        state.stop()
+        gate.shut()
+        stop_local_aws(server)
+    assert callback.ids() == Counter(sent), "each message handled exactly once, none lost"
+    assert Counter(deleted) == Counter(sent), "each deleted once"
+    assert "they stay invisible" in caplog.text
+    assert "will be delivered again" not in caplog.text and "will come back" not in caplog.text
+
 
 # --- a callback slower than the visibility timeout -----------------------------------------
 
@@ -246,13 +322,15 @@ def sqs_queue(aws: LocalAWS) -> Any:
 
 
 @pytest.mark.slow
+@CONCURRENCIES
 def test_a_callback_slower_than_the_visibility_timeout_runs_once_across_two_workers(
-    aws: LocalAWS, sqs_queue: Any, tmp_path: Path
+    aws: LocalAWS, sqs_queue: Any, tmp_path: Path, concurrency: int
 ) -> None:
     sqs, name, url = sqs_queue(VisibilityTimeout="2")
     ledger = Ledger(tmp_path / "ledger")
     service = start_hardy(
-        GNAR_WORKERS="2", HARDY_QUEUE=name, HARDY_LEDGER=str(ledger.path), **aws.env
+        GNAR_WORKERS="2", HARDY_QUEUE=name, HARDY_LEDGER=str(ledger.path),
+        GNAR_SQS_CONCURRENCY=str(concurrency), **aws.env
     )
     try:
         worker_pids(service, 2)
@@ -269,14 +347,15 @@ def test_a_callback_slower_than_the_visibility_timeout_runs_once_across_two_work
 
 
 @pytest.mark.slow
+@CONCURRENCIES
 def test_sigterm_during_a_burst_drops_no_request_and_loses_no_message(
-    aws: LocalAWS, sqs_queue: Any, tmp_path: Path
+    aws: LocalAWS, sqs_queue: Any, tmp_path: Path, concurrency: int
 ) -> None:
     sqs, name, url = sqs_queue()
     ledger = Ledger(tmp_path / "ledger")
     service = start_hardy(
         GNAR_WORKERS="2", GNAR_SHUTDOWN_GRACE_SECONDS="15", HARDY_QUEUE=name,
-        HARDY_LEDGER=str(ledger.path), **aws.env,
+        HARDY_LEDGER=str(ledger.path), GNAR_SQS_CONCURRENCY=str(concurrency), **aws.env,
     )
     worker_pids(service, 2)
     sent: dict[str, str] = {}

@@ -533,12 +533,13 @@ class SQSPoller:
 
     def _receive(self, room: int) -> list[Message]:
         url = self._resolve_queue()
-        asked = time.monotonic()
         response = self._client.receive_message(
             QueueUrl=url, **self.config.receive_arguments(room)
         )
+        # A long poll returns as soon as it has messages: their clock starts about now.
+        received = time.monotonic()
         messages: list[Message] = response.get("Messages", [])
-        if messages and not self.hand.take(url, messages, asked + self._visibility_timeout):
+        if messages and not self.hand.take(url, messages, received + self._visibility_timeout):
             self._release(url, messages)
         return messages
 

@@ -15,16 +15,19 @@ Secrets are never echoed in errors.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import threading
 from collections.abc import Callable, Mapping
-from datetime import timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta, timezone
+from typing import Any, Generic, TypeAlias, TypeVar, Union
 
 from flask import Flask
 
 from .exceptions import ConfigError
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 Parser = Callable[[Any], T]
 
 CONFIG_PREFIX = "GNAR_"
@@ -89,15 +92,6 @@ def parse_bool(value: Any) -> bool:
     raise ValueError(f"expected true/false (1/0, yes/no, on/off), got {value!r}")
 
 
-def parse_minutes(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    minutes = parse_float(value)
-    if minutes <= 0:
-        raise ValueError(f"expected a positive number of minutes, got {value!r}")
-    return timedelta(minutes=minutes)
-
-
 def parse_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [parse_str(item) for item in value]
@@ -137,11 +131,160 @@ def parse_non_negative_float(value: Any) -> float:
     return number
 
 
-def parse_port(value: Any) -> int:
-    number = parse_int(value)
-    if not 1 <= number <= 65535:
-        raise ValueError(f"expected a port number from 1 to 65535, got {number}")
-    return number
+# --- bounded numbers -------------------------------------------------------------------
+
+#: The longest wait Python accepts for a thread, a sleep or a socket (about 292 years);
+#: every duration setting stops there (past it, the wait raises OverflowError). One
+#: second short of it: a deadline computed from it, waited on later, may round up.
+MAX_WAIT_SECONDS = math.floor(threading.TIMEOUT_MAX) - 1
+#: TCP's port numbers.
+MAX_PORT = 65535
+#: The largest value of a C ``int`` (libpq's and Postgres' integer settings).
+MAX_C_INT = 2**31 - 1
+#: The largest value of a C ``uint32_t`` (libargon2's costs and lengths).
+MAX_UINT32 = 2**32 - 1
+#: :mod:`datetime` counts to the year 9999: a token issued now must expire before it.
+LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+#: An upper bound: a number, or a function giving it when the value is parsed (a system
+#: limit is read at start-up, never at import).
+Bound: TypeAlias = Union[N, Callable[[], N]]
+
+
+class Bounded(Generic[N]):
+    """A parser of numbers from ``low`` to ``high`` (above ``low`` with ``above=True``).
+
+    ``limit`` says where ``high`` comes from; it is part of the error message, for
+    example ``expected a whole number from 1 to 4294967295 (libargon2's limit), got ...``.
+    NaN and infinities are refused like any value out of range.
+    """
+
+    def __init__(
+        self,
+        number: Callable[[Any], N],
+        low: N,
+        high: Bound[N],
+        *,
+        above: bool = False,
+        limit: str = "",
+        noun: str = "a number",
+    ) -> None:
+        self.number: Callable[[Any], N] = number
+        self.low: N = low
+        self._high: Bound[N] = high
+        self.above = above
+        self.limit = limit
+        self.noun = noun
+
+    @property
+    def high(self) -> N:
+        if callable(self._high):
+            high: N = self._high()
+            return high
+        return self._high
+
+    def __call__(self, value: Any) -> N:
+        number = self.number(value)
+        high = self.high
+        in_range = (self.low < number if self.above else self.low <= number) and number <= high
+        if not in_range:
+            raise ValueError(f"expected {self.describe(high)}, got {show(number)}")
+        return number
+
+    def describe(self, high: N | None = None) -> str:
+        """The accepted range in words, as in the error message."""
+        high = self.high if high is None else high
+        limit = f" ({self.limit})" if self.limit else ""
+        if self.above:
+            return f"{self.noun} above {show(self.low)} and at most {show(high)}{limit}"
+        if self.number is parse_int:
+            return f"{self.noun} from {show(self.low)} to {show(high)}{limit}"
+        return f"{self.noun} of at least {show(self.low)} and at most {show(high)}{limit}"
+
+
+def show(number: float) -> str:
+    """``3`` for 3.0 and 3, ``0.5`` for 0.5 (never ``4.29497e+09``)."""
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        return str(int(number))
+    return str(number)
+
+
+def int_between(
+    low: int, high: Bound[int], *, limit: str = "", noun: str = "a whole number"
+) -> Bounded[int]:
+    """A parser of whole numbers from ``low`` to ``high``, both included."""
+    return Bounded(parse_int, low, high, limit=limit, noun=noun)
+
+
+def float_between(
+    low: float, high: Bound[float], *, above: bool = False, limit: str = ""
+) -> Bounded[float]:
+    """A parser of numbers from ``low`` (or above it) to ``high``."""
+    return Bounded(parse_float, low, high, above=above, limit=limit)
+
+
+def seconds_between(low: float, *, above: bool = False) -> Bounded[float]:
+    """A parser of durations in seconds, up to :data:`MAX_WAIT_SECONDS`."""
+    return float_between(
+        low, MAX_WAIT_SECONDS, above=above, limit="the longest wait Python's threads accept"
+    )
+
+
+parse_port = int_between(1, MAX_PORT, noun="a port number")
+parse_seconds = seconds_between(0)
+parse_positive_seconds = seconds_between(0, above=True)
+
+
+def minutes_before_latest_expiry() -> float:
+    return (LATEST_EXPIRY - datetime.now(timezone.utc)).total_seconds() / 60
+
+
+_token_minutes = float_between(
+    0, minutes_before_latest_expiry, above=True,
+    limit="a token issued now must expire before the year 9999",
+)
+
+
+def parse_minutes(value: Any) -> timedelta:
+    """A lifetime in minutes (or a :class:`~datetime.timedelta`) that ends before 9999."""
+    if isinstance(value, timedelta):
+        _token_minutes(value.total_seconds() / 60)
+        return value
+    return timedelta(minutes=_token_minutes(value))
+
+
+def memory_limit_kib() -> int:
+    """The memory this process may use, in KiB: the machine's, or its cgroup's if lower."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        with open("/sys/fs/cgroup/memory.max") as limit:
+            text = limit.read().strip()
+    except OSError:
+        text = "max"
+    if text.isdigit():
+        memory = min(memory, int(text))
+    return memory // 1024
+
+
+#: Our cap on serve()'s worker processes: each is a single-threaded copy of the app with
+#: its own memory and connections; past a thousand on one host the value is a typo.
+MAX_WORKERS = 1024
+
+
+def most_workers() -> int:
+    """As many workers as fork can start: RLIMIT_NPROC, and at most MAX_WORKERS."""
+    return min(MAX_WORKERS, process_limit())
+
+
+parse_worker_count = int_between(1, most_workers, limit="RLIMIT_NPROC, and at most 1024")
+
+
+def process_limit() -> int:
+    """How many processes (and threads) this user may run: RLIMIT_NPROC, if it is set."""
+    import resource  # POSIX only, like bjoern and fork
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    return MAX_UINT32 if soft == resource.RLIM_INFINITY else soft
 
 
 class Settings:
@@ -165,6 +308,11 @@ class Settings:
         if env_name in os.environ:
             return env_name, os.environ[env_name]
         return None
+
+    def source(self, setting: str, explicit: Any = None) -> str:
+        """Where ``setting`` is defined (for an error message); its variable if nowhere."""
+        found = self.find(setting, explicit)
+        return found[0] if found else self.env_name(setting)
 
     def get(
         self,
@@ -190,6 +338,6 @@ class Settings:
             SECRET_VALUES.add(raw)
         try:
             return parser(raw)
-        except ValueError as error:
+        except (ValueError, OverflowError) as error:
             message = "is malformed" if secret else str(error)
             raise ConfigError(source, message) from None

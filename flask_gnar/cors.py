@@ -10,11 +10,14 @@ from typing import Any
 from flask import Flask, Response, request
 
 from . import signals
-from .config import Settings, parse_list, parse_positive_int
+from .config import MAX_C_INT, Settings, int_between, parse_list
 from .extension import GnarExtension
 from .state import GnarState
 
 log = logging.getLogger(__name__)
+
+#: HTTP caches read delta-seconds up to 2**31 (RFC 9111, 1.2.2); browsers cap far lower.
+parse_max_age_seconds = int_between(1, MAX_C_INT, limit="HTTP's delta-seconds")
 
 ANY_ORIGIN = "*"
 DEFAULT_ALLOW_HEADERS = ("Authorization", "Content-Type")
@@ -96,7 +99,7 @@ class GnarCORS(GnarExtension):
             default=list(DEFAULT_EXPOSE_HEADERS),
         )
         max_age = settings.get(
-            "CORS_MAX_AGE", parse_positive_int, explicit=self.option("max_age"),
+            "CORS_MAX_AGE", parse_max_age_seconds, explicit=self.option("max_age"),
             default=DEFAULT_MAX_AGE,
         )
         if origins:

@@ -18,13 +18,7 @@ from psycopg2.sql import SQL, Identifier
 from psycopg2_pool import PoolError, ThreadSafeConnectionPool
 
 from . import signals
-from .config import (
-    Settings,
-    parse_non_negative_float,
-    parse_non_negative_int,
-    parse_port,
-    parse_positive_int,
-)
+from .config import MAX_C_INT, Settings, int_between, parse_port, parse_seconds
 from .embedded import start_embedded_postgres
 from .exceptions import ConfigError, DatabaseUnavailable
 from .extension import GnarExtension
@@ -45,6 +39,18 @@ DEFAULT_MAX_CONNECTIONS = 10
 DEFAULT_IDLE_TIMEOUT = 600.0
 DEFAULT_CONNECT_TIMEOUT = 5
 DEFAULT_READINESS_TIMEOUT = 2
+
+#: Postgres' most connections (MAX_BACKENDS): no server accepts a larger max_connections.
+MAX_BACKENDS = 2**18 - 1
+#: The probes bound their query with statement_timeout, a C int of milliseconds (~24.8
+#: days); libpq's connect_timeout (a C int of seconds) is larger.
+MAX_TIMEOUT_SECONDS = MAX_C_INT // 1000
+
+parse_pool_minimum = int_between(0, MAX_BACKENDS, limit="Postgres' most connections")
+parse_pool_maximum = int_between(1, MAX_BACKENDS, limit="Postgres' most connections")
+parse_timeout_int = int_between(
+    1, MAX_TIMEOUT_SECONDS, limit="Postgres' statement_timeout: 2**31 - 1 milliseconds"
+)
 
 
 class StaleConnection(DatabaseUnavailable):
@@ -247,17 +253,32 @@ class GnarPostgres(Postgres):  # type: ignore[misc]
         log.info("closed the connection pool of the database %s", self.target)
 
 
-def probe(dsn: str, timeout: int) -> None:
-    """Run ``SELECT 1`` on a connection of its own; raises psycopg2's error."""
+#: How many connections the server lets this role open: max_connections, less the ones
+#: kept for superusers (and, since Postgres 16, for pg_use_reserved_connections).
+CONNECTIONS_FOR_THIS_ROLE = SQL("""
+    SELECT current_setting('max_connections')::int - CASE
+        WHEN current_setting('is_superuser') = 'on' THEN 0
+        ELSE current_setting('superuser_reserved_connections')::int
+            + coalesce(current_setting('reserved_connections', true)::int, 0)
+    END
+""")
+
+
+def probe(dsn: str, timeout: int) -> int:
+    """Query the server on a connection of its own; raises psycopg2's error.
+
+    Returns how many connections the server accepts for this role.
+    """
     conn = psycopg2.connect(make_dsn(dsn, connect_timeout=timeout))
     try:
         conn.autocommit = True
         with conn.cursor() as cursor:
             cursor.execute("SET statement_timeout = %s", (timeout * 1000,))
-            cursor.execute("SELECT 1")
-            cursor.fetchone()
+            cursor.execute(CONNECTIONS_FOR_THIS_ROLE)
+            row = cursor.fetchone()
     finally:
         conn.close()
+    return int(row[0]) if row else 0
 
 
 def parse_dsn_setting(value: Any) -> str:
@@ -301,15 +322,15 @@ class GnarDB(GnarExtension):
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
         minconn, maxconn = self.pool_bounds(settings)
         idle_timeout = settings.get(
-            "PG_IDLE_TIMEOUT", parse_non_negative_float,
+            "PG_IDLE_TIMEOUT", parse_seconds,
             explicit=self.option("idle_timeout"), default=DEFAULT_IDLE_TIMEOUT,
         )
         connect_timeout = settings.get(
-            "PG_CONNECT_TIMEOUT", parse_positive_int,
+            "PG_CONNECT_TIMEOUT", parse_timeout_int,
             explicit=self.option("connect_timeout"), default=DEFAULT_CONNECT_TIMEOUT,
         )
         readiness_timeout = settings.get(
-            "PG_READINESS_TIMEOUT", parse_positive_int,
+            "PG_READINESS_TIMEOUT", parse_timeout_int,
             explicit=self.option("readiness_timeout"), default=DEFAULT_READINESS_TIMEOUT,
         )
         dsn = self.configured_dsn(settings) or self.embedded_dsn(state, settings)
@@ -317,7 +338,9 @@ class GnarDB(GnarExtension):
         db = GnarPostgres(
             dsn, minconn=minconn, maxconn=maxconn, idle_timeout=idle_timeout, target=describe(dsn)
         )
-        check_reachable(db, dsn, connect_timeout, state.production)
+        accepted = check_reachable(db, dsn, connect_timeout, state.production)
+        if accepted is not None:
+            self.check_pool_fits(settings, maxconn, accepted)
         state.provide(db=db)
         state.readiness_checks["database"] = partial(db.ping, readiness_timeout)
         state.on_stop(db.close)
@@ -326,11 +349,11 @@ class GnarDB(GnarExtension):
 
     def pool_bounds(self, settings: Settings) -> tuple[int, int]:
         minconn = settings.get(
-            "PG_MIN_CONNECTIONS", parse_non_negative_int,
+            "PG_MIN_CONNECTIONS", parse_pool_minimum,
             explicit=self.option("min_connections"), default=DEFAULT_MIN_CONNECTIONS,
         )
         maxconn = settings.get(
-            "PG_MAX_CONNECTIONS", parse_positive_int,
+            "PG_MAX_CONNECTIONS", parse_pool_maximum,
             explicit=self.option("max_connections"), default=DEFAULT_MAX_CONNECTIONS,
         )
         if minconn > maxconn:
@@ -339,6 +362,18 @@ class GnarDB(GnarExtension):
                 f"is {minconn}, more than {settings.env_name('PG_MAX_CONNECTIONS')} ({maxconn})",
             )
         return minconn, maxconn
+
+    def check_pool_fits(self, settings: Settings, maxconn: int, accepted: int) -> None:
+        """A pool the server cannot fill would answer 503 where it looks configured."""
+        if maxconn <= accepted:
+            return
+        explicit = self.option("max_connections")
+        given = "" if settings.find("PG_MAX_CONNECTIONS", explicit) else ", the default"
+        raise ConfigError(
+            settings.source("PG_MAX_CONNECTIONS", explicit),
+            f"is {maxconn}{given}, more than the {accepted} connection(s) the server "
+            "accepts for this role (its max_connections, less the reserved ones)",
+        )
 
     def configured_dsn(self, settings: Settings) -> str | None:
         """The server the settings name, or ``None`` when they name none."""
@@ -409,10 +444,14 @@ def with_defaults(dsn: str, **defaults: str) -> str:
     return make_dsn(dsn, **missing) if missing else dsn
 
 
-def check_reachable(db: GnarPostgres, dsn: str, timeout: int, production: bool) -> None:
-    """Production stops on a database that does not answer; development carries on."""
+def check_reachable(db: GnarPostgres, dsn: str, timeout: int, production: bool) -> int | None:
+    """Production stops on a database that does not answer; development carries on.
+
+    Returns how many connections the server accepts for this role, ``None`` when it
+    did not answer.
+    """
     try:
-        probe(dsn, timeout)
+        accepted = probe(dsn, timeout)
     except psycopg2.Error as error:
         if production:
             raise DatabaseUnavailable(
@@ -422,8 +461,9 @@ def check_reachable(db: GnarPostgres, dsn: str, timeout: int, production: bool) 
             "the database %s does not answer (%s); requests that need it answer 503 "
             "until it does", db.target, reason(error),
         )
-        return
+        return None
     log.info("Database %s answers", db.target)
+    return accepted
 
 
 def default_embedded_dir(app_name: str) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import traceback
 from typing import Any
 
@@ -10,11 +11,13 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import BadRequest, HTTPException
 
 from . import signals
-from .config import Settings, parse_bool, parse_positive_int
+from .config import Settings, int_between, parse_bool
 from .extension import GnarExtension
 from .state import GnarState
 
 log = logging.getLogger(__name__)
+
+parse_body_size_int = int_between(1, sys.maxsize, limit="the largest size Python can hold")
 
 
 def error_response(
@@ -44,7 +47,7 @@ def seed_status_enabled(settings: Settings, explicit: bool | None = None) -> boo
 
 def limit_body_size(app: Flask, settings: Settings, explicit: int | None) -> None:
     """``GNAR_MAX_CONTENT_LENGTH`` becomes Flask's ``MAX_CONTENT_LENGTH`` unless that is set."""
-    limit = settings.get("MAX_CONTENT_LENGTH", parse_positive_int, explicit=explicit)
+    limit = settings.get("MAX_CONTENT_LENGTH", parse_body_size_int, explicit=explicit)
     if limit is not None and app.config.get("MAX_CONTENT_LENGTH") is None:
         app.config["MAX_CONTENT_LENGTH"] = limit
 

@@ -66,16 +66,23 @@ class PeerError(GnarError):
     """Base class of the errors raised by ``gnar.peer`` and ``gnar.external``."""
 
 
-class PeerNotFound(PeerError, LookupError):
-    """No address is configured for a peer service; names every variable tried."""
+class PeerNotFound(PeerError, ConfigError, LookupError):
+    """No address is configured for a peer service: a missing setting.
 
-    def __init__(self, service: str, tried: list[str], notes: list[str] | None = None) -> None:
+    A :class:`ConfigError` (so a :class:`ValueError`) and a :class:`LookupError`;
+    the message names every variable tried, ``key`` the one to set first
+    (``<PREFIX>_PEER_<SERVICE>_URL``).
+    """
+
+    def __init__(
+        self, service: str, tried: list[str], notes: list[str] | None = None, *, key: str = ""
+    ) -> None:
         self.service = service
         self.tried = tried
         message = f"no address for the peer service {service!r}: set one of {', '.join(tried)}"
         if notes:
             message += " (" + "; ".join(notes) + ")"
-        super().__init__(message)
+        super().__init__(key or f"peer {service!r}", message)
 
 
 class PeerUnavailable(PeerError, HTTPException):

@@ -11,12 +11,34 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask
 
 from . import signals
-from .config import Settings, parse_positive_int, parse_str
+from .config import (
+    MAX_UINT32,
+    Bounded,
+    Settings,
+    int_between,
+    memory_limit_kib,
+    parse_str,
+    process_limit,
+)
 from .exceptions import ConfigError
 from .extension import GnarExtension
 from .state import GnarState
 
 log = logging.getLogger(__name__)
+
+#: libargon2's most lanes (ARGON2_MAX_LANES).
+MAX_LANES = 2**24 - 1
+#: libargon2 needs 8 KiB of memory per lane (ARGON2_SYNC_POINTS x 2 blocks of 1 KiB).
+KIB_PER_LANE = 8
+
+
+def most_memory_kib() -> int:
+    return min(MAX_UINT32, memory_limit_kib())
+
+
+def most_lanes() -> int:
+    return min(MAX_LANES, process_limit())
+
 
 #: Setting suffix (``ARGON2_<suffix>``) -> PasswordHasher keyword.
 NUMERIC_SETTINGS = {
@@ -27,10 +49,21 @@ NUMERIC_SETTINGS = {
     "SALT_LEN": "salt_len",
 }
 
-TYPES = {"id": Type.ID, "i": Type.I, "d": Type.D}
+#: PasswordHasher keyword -> its parser: what libargon2 accepts (past it, the first hash
+#: fails, not start-up), within the machine's memory and thread limit.
+PARSERS: dict[str, Bounded[int]] = {
+    "time_cost": int_between(1, MAX_UINT32, limit="libargon2's limit"),
+    "memory_cost": int_between(
+        KIB_PER_LANE, most_memory_kib, limit="KiB: the machine's memory, at most 2**32 - 1"
+    ),
+    "parallelism": int_between(
+        1, most_lanes, limit="libargon2's lanes, one thread each, within RLIMIT_NPROC"
+    ),
+    "hash_len": int_between(4, MAX_UINT32, limit="libargon2's limits"),
+    "salt_len": int_between(8, MAX_UINT32, limit="libargon2's limits"),
+}
 
-#: The smallest values libargon2 accepts (it would only fail at the first hash).
-MINIMUM_LENGTHS = {"hash_len": 4, "salt_len": 8}
+TYPES = {"id": Type.ID, "i": Type.I, "d": Type.D}
 
 
 def parse_encoding(value: Any) -> str:
@@ -55,7 +88,8 @@ def hasher_parameters(settings: Settings, options: dict[str, Any]) -> dict[str, 
     """The PasswordHasher keywords that were set; the rest keep argon2-cffi's defaults."""
     parameters: dict[str, Any] = {}
     for suffix, keyword in NUMERIC_SETTINGS.items():
-        value = settings.get(f"ARGON2_{suffix}", parse_positive_int, explicit=options.get(keyword))
+        parse_number = PARSERS[keyword]
+        value = settings.get(f"ARGON2_{suffix}", parse_number, explicit=options.get(keyword))
         if value is not None:
             parameters[keyword] = value
     encoding = settings.get("ARGON2_ENCODING", parse_encoding, explicit=options.get("encoding"))
@@ -69,25 +103,32 @@ def hasher_parameters(settings: Settings, options: dict[str, Any]) -> dict[str, 
 
 def source_of(settings: Settings, keyword: str, options: dict[str, Any]) -> str:
     """Where the value of ``keyword`` came from, for an error message."""
-    setting = f"ARGON2_{keyword.upper()}"
-    found = settings.find(setting, options.get(keyword))
-    return found[0] if found else settings.env_name(setting)
+    return settings.source(f"ARGON2_{keyword.upper()}", options.get(keyword))
 
 
 def check_parameters(hasher: PasswordHasher, settings: Settings, options: dict[str, Any]) -> None:
-    """Refuse at start-up what libargon2 would only refuse at the first hash."""
-    if hasher.memory_cost < 8 * hasher.parallelism:
+    """Refuse at start-up what libargon2 would only refuse at the first hash.
+
+    The error names the setting that was set: parallelism when only it was (the
+    memory cost is then argon2-cffi's default), else the memory cost.
+    """
+    needed = KIB_PER_LANE * hasher.parallelism
+    if hasher.memory_cost >= needed:
+        return
+    memory = source_of(settings, "memory_cost", options)
+    parallelism = source_of(settings, "parallelism", options)
+    if settings.find("ARGON2_MEMORY_COST", options.get("memory_cost")) is None:
         raise ConfigError(
-            source_of(settings, "memory_cost", options),
-            f"must be at least 8 KiB per lane (8 x parallelism = {8 * hasher.parallelism}), "
-            f"got {hasher.memory_cost}",
+            parallelism,
+            f"is {hasher.parallelism} lanes, which need {needed} KiB of memory "
+            f"({KIB_PER_LANE} KiB per lane), more than the memory cost "
+            f"({hasher.memory_cost} KiB, argon2-cffi's default; set {memory} too)",
         )
-    for keyword, minimum in MINIMUM_LENGTHS.items():
-        if getattr(hasher, keyword) < minimum:
-            raise ConfigError(
-                source_of(settings, keyword, options),
-                f"must be at least {minimum}, got {getattr(hasher, keyword)}",
-            )
+    raise ConfigError(
+        memory,
+        f"must be at least {KIB_PER_LANE} KiB per lane ({KIB_PER_LANE} x parallelism "
+        f"{hasher.parallelism} = {needed}), got {hasher.memory_cost}",
+    )
 
 
 class Passwords:

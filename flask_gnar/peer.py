@@ -34,9 +34,10 @@ from urllib3.util.retry import Retry
 from . import signals
 from .config import (
     Settings,
-    parse_non_negative_float,
-    parse_non_negative_int,
-    parse_positive_float,
+    int_between,
+    parse_port,
+    parse_positive_seconds,
+    parse_seconds,
 )
 from .exceptions import ConfigError, PeerNotFound, PeerTimeout, PeerUnavailable
 from .extension import GnarExtension
@@ -50,6 +51,10 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF_SECONDS = 0.1
+#: urllib3 sleeps backoff x 2**(tries - 1) as a float, which overflows past 2**1023.
+MAX_RETRIES = 1000
+
+parse_retries_int = int_between(0, MAX_RETRIES, limit="urllib3's back-off overflows past it")
 
 _ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]@]+):(?P<port>\d{1,5})/?")
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
@@ -87,8 +92,21 @@ def http_url(source: str, value: Any) -> str:
     if isinstance(value, str):
         parts = urlsplit(value.strip())
         if parts.scheme in ("http", "https") and parts.netloc:
+            port = parts.netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+            if port:
+                checked_port(source, port, value)
             return value.strip().rstrip("/")
     raise ConfigError(source, f"expected an http:// or https:// URL, got {value!r}")
+
+
+def checked_port(source: str, port: str, value: str | None = None) -> str:
+    """``port`` if it is a TCP port (1 to 65535), else a ConfigError naming ``source``."""
+    try:
+        parse_port(port)
+    except ValueError as error:
+        where = f" (in {value!r})" if value else ""
+        raise ConfigError(source, f"{error}{where}") from None
+    return port
 
 
 def bracket_ipv6(host: str) -> str:
@@ -118,7 +136,8 @@ class PeerDirectory:
             or kubernetes_url(stem, tried, notes)
         )
         if url is None:
-            raise PeerNotFound(service, tried, notes)
+            key = self.settings.env_name(f"PEER_{stem}_URL")
+            raise PeerNotFound(service, tried, notes, key=key)
         return url
 
     def explicit_url(self, service: str, stem: str, tried: list[str]) -> str | None:
@@ -159,6 +178,7 @@ def seed_address(source: str, value: str, notes: list[str]) -> str | None:
     url = url_from_address(value)
     if url is None:
         raise ConfigError(source, f"expected ip:port such as 127.0.0.1:9401, got {value!r}")
+    checked_port(source, url.rpartition(":")[2], value)
     return url
 
 
@@ -170,7 +190,7 @@ def kubernetes_url(stem: str, tried: list[str], notes: list[str]) -> str | None:
     if host and port:
         if not port.isdigit():
             raise ConfigError(port_variable, f"expected a port number, got {port!r}")
-        return f"http://{bracket_ipv6(host)}:{port}"
+        return f"http://{bracket_ipv6(host)}:{checked_port(port_variable, port)}"
     if host:
         notes.append(f"{host_variable} is set but {port_variable} is not")
     link_variable = f"{stem}_PORT"
@@ -180,6 +200,7 @@ def kubernetes_url(stem: str, tried: list[str], notes: list[str]) -> str | None:
         url = url_from_address(link)
         if url is None:
             raise ConfigError(link_variable, f"expected tcp://ip:port, got {link!r}")
+        checked_port(link_variable, url.rpartition(":")[2], link)
         return url
     if link:
         notes.append(f"{link_variable}={link!r} is not tcp://ip:port")
@@ -524,7 +545,7 @@ class GnarPeer(GnarExtension):
 
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
         timeout = settings.get(
-            "PEER_TIMEOUT_SECONDS", parse_positive_float, explicit=self.option("timeout"),
+            "PEER_TIMEOUT_SECONDS", parse_positive_seconds, explicit=self.option("timeout"),
             default=DEFAULT_TIMEOUT_SECONDS,
         )
         client = PeerClient(
@@ -532,15 +553,15 @@ class GnarPeer(GnarExtension):
             PeerDirectory(settings, state.production, self.option("peers") or {}),
             timeout=timeout,
             external_timeout=settings.get(
-                "EXTERNAL_TIMEOUT_SECONDS", parse_positive_float,
+                "EXTERNAL_TIMEOUT_SECONDS", parse_positive_seconds,
                 explicit=self.option("external_timeout"), default=timeout,
             ),
             retries=settings.get(
-                "PEER_RETRIES", parse_non_negative_int, explicit=self.option("retries"),
+                "PEER_RETRIES", parse_retries_int, explicit=self.option("retries"),
                 default=DEFAULT_RETRIES,
             ),
             backoff=settings.get(
-                "PEER_BACKOFF_SECONDS", parse_non_negative_float, explicit=self.option("backoff"),
+                "PEER_BACKOFF_SECONDS", parse_seconds, explicit=self.option("backoff"),
                 default=DEFAULT_BACKOFF_SECONDS,
             ),
         )

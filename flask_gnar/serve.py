@@ -8,15 +8,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 from werkzeug.wsgi import ClosingIterator
 
-from . import signals
-from .config import parse_non_negative_float, parse_positive_int
+from . import listener, signals
+from .config import parse_seconds, parse_worker_count
 from .state import GnarState, get_state
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +84,7 @@ def stop_serving(app: Flask, state: GnarState, reason: str) -> None:
 def grace_seconds(state: GnarState, explicit: Any = None) -> float:
     return float(
         state.settings.get(
-            "SHUTDOWN_GRACE_SECONDS", parse_non_negative_float, explicit=explicit,
+            "SHUTDOWN_GRACE_SECONDS", parse_seconds, explicit=explicit,
             default=DEFAULT_GRACE_SECONDS,
         )
     )
@@ -95,17 +95,28 @@ class InFlight:
 
     bjoern calls one request at a time per process, so the count needs no lock.
     The count drops when the server closes the response iterable, after the last
-    byte is written.
+    byte is written. While the worker shuts down, every response asks the client to
+    close its connection (``closing``), and at the end requests are answered ``503``
+    without reaching the app (``refusing``), which is stopping by then.
     """
 
     def __init__(self, wsgi_app: WSGIApplication) -> None:
         self.wsgi_app = wsgi_app
         self.count = 0
+        self.closing = False
+        self.refusing = False
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self.closing:
+            return self.call_while_closing(environ, start_response)
+        return self.counted(self.wsgi_app, environ, start_response)
+
+    def counted(
+        self, wsgi_app: WSGIApplication, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
         self.count += 1
         try:
-            body = self.wsgi_app(environ, start_response)
+            body = wsgi_app(environ, start_response)
         except BaseException:
             self.done()
             raise
@@ -117,18 +128,39 @@ class InFlight:
             return body
         return ClosingIterator(body, self.done)
 
+    def call_while_closing(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def start_closing_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            kept = [(key, value) for key, value in headers if key.lower() != "connection"]
+            return start_response(status, [*kept, ("Connection", "close")], exc_info)
+
+        wsgi_app = answer_shutting_down if self.refusing else self.wsgi_app
+        return self.counted(wsgi_app, environ, start_closing_response)
+
     def done(self) -> None:
         self.count -= 1
 
 
+SHUTTING_DOWN_BODY = b'{"error": "The service is shutting down; try again."}\n'
+
+
+def answer_shutting_down(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """A request that arrives once the app is stopping: 503, and the connection closes."""
+    start_response("503 Service Unavailable", [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(SHUTTING_DOWN_BODY))),
+        ("Retry-After", "1"),
+    ])
+    return [SHUTTING_DOWN_BODY]
+
+
 def shutdown_delay(state: GnarState) -> float:
     return float(
-        state.settings.get("SHUTDOWN_DELAY_SECONDS", parse_non_negative_float, default=0.0)
+        state.settings.get("SHUTDOWN_DELAY_SECONDS", parse_seconds, default=0.0)
     )
 
 
 def worker_count(state: GnarState, explicit: Any = None) -> int:
-    return int(state.settings.get("WORKERS", parse_positive_int, explicit=explicit, default=1))
+    return int(state.settings.get("WORKERS", parse_worker_count, explicit=explicit, default=1))
 
 
 def serve_production(
@@ -151,17 +183,18 @@ def serve_production(
     in_flight = InFlight(app.wsgi_app)
     address = (host, port)
     if count == 1:
-        listen(in_flight, address)
-        run_worker(app, state, in_flight, deadline)
+        sock = listen(in_flight, address)
+        run_worker(app, state, in_flight, sock, deadline)
     else:
         check_port_free(address)
         Supervisor(app, state, in_flight, count, deadline, address).run()
 
 
-def listen(in_flight: InFlight, address: tuple[str, int]) -> None:
+def listen(in_flight: InFlight, address: tuple[str, int]) -> socket.socket:
     import bjoern
 
-    bjoern.listen(in_flight, address[0], address[1], reuse_port=True)
+    sock: socket.socket = bjoern.listen(in_flight, address[0], address[1], reuse_port=True)
+    return sock
 
 
 def check_port_free(address: tuple[str, int]) -> None:
@@ -172,11 +205,13 @@ def check_port_free(address: tuple[str, int]) -> None:
         probe.bind(address)
 
 
-def run_worker(app: Flask, state: GnarState, in_flight: InFlight, grace: float) -> None:
-    """Serve on the socket :func:`listen` opened until bjoern drains or the grace ends."""
+def run_worker(
+    app: Flask, state: GnarState, in_flight: InFlight, sock: socket.socket, grace: float
+) -> None:
+    """Serve on the socket :func:`listen` opened until SIGTERM's drain ends."""
     import bjoern
 
-    install_graceful_sigterm(app, state, in_flight, grace)
+    install_graceful_sigterm(app, state, in_flight, sock, grace)
     start_serving(app, state)
     try:
         bjoern.run()
@@ -229,8 +264,8 @@ class Supervisor:
         status = 0
         try:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            listen(self.in_flight, self.address)
-            run_worker(self.app, self.state, self.in_flight, self.grace)
+            sock = listen(self.in_flight, self.address)
+            run_worker(self.app, self.state, self.in_flight, sock, self.grace)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
             status = 1
@@ -287,16 +322,20 @@ def send_signal(pid: int, signum: int) -> None:
         pass
 
 
-def install_graceful_sigterm(app: Flask, state: GnarState, in_flight: InFlight, grace: float) -> None:
-    """SIGTERM: readiness turns false, requests in flight finish, then the process exits 0.
+def install_graceful_sigterm(
+    app: Flask, state: GnarState, in_flight: InFlight, sock: socket.socket, grace: float
+) -> None:
+    """SIGTERM: readiness turns false, the worker drains without resetting a client, exits 0.
 
     1. readiness answers 503 at once; for ``GNAR_SHUTDOWN_DELAY_SECONDS`` the worker
-       keeps serving, so the load balancer can notice and stop sending;
-    2. it waits until no request has been in flight for a moment (new ones are still
-       served: a connection bjoern has queued is never reset);
-    3. bjoern stops accepting, the stop hooks run (pollers, database pool) and the
-       process exits 0. bjoern would wait for idle keep-alive clients without limit,
-       so the exit does not wait for them.
+       keeps serving as before, so a load balancer can notice and stop sending;
+    2. the kernel stops queueing new connections on the worker's socket, and every
+       response asks its client to close the connection;
+    3. once the accept queue is empty and no request has been in flight for a moment,
+       the socket is released (see :mod:`flask_gnar.listener`);
+    4. a request arriving on a connection that is still open gets a ``503`` with
+       ``Connection: close`` from then on, while the stop hooks run (pollers, database
+       pool); then the process exits 0.
 
     Whatever is still in flight when ``grace`` seconds have passed since SIGTERM is cut.
     """
@@ -308,25 +347,57 @@ def install_graceful_sigterm(app: Flask, state: GnarState, in_flight: InFlight, 
         state.draining = True
         log.info("SIGTERM: readiness is false; draining in %.1fs (grace %.1fs)", delay, grace)
         signals.serving_stopping.send(app, reason="SIGTERM")
-        watchdog = threading.Thread(
-            target=drain_and_exit, args=(state, in_flight, delay, grace), daemon=True
-        )
-        watchdog.start()
+        drain = Drain(state, in_flight, sock, time.monotonic() + grace)
+        threading.Thread(target=drain.run, args=(delay,), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def drain_and_exit(state: GnarState, in_flight: InFlight, delay: float, grace: float) -> None:
-    deadline = time.monotonic() + grace
-    time.sleep(min(delay, grace))
-    if wait_until_idle(in_flight, deadline):
-        log.info("no request in flight: stopping")
-    else:
-        log.warning("grace period over with %d request(s) in flight: exiting", in_flight.count)
-    os.kill(os.getpid(), signal.SIGINT)
-    run_stop_hooks_until(state, deadline)
-    logging.shutdown()
-    os._exit(0)
+class Drain:
+    """The steps of a worker's shutdown after SIGTERM, each bounded by the grace deadline."""
+
+    def __init__(self, state: GnarState, in_flight: InFlight, sock: socket.socket, deadline: float) -> None:
+        self.state = state
+        self.in_flight = in_flight
+        self.sock = sock
+        self.deadline = deadline
+
+    def run(self, delay: float) -> None:
+        time.sleep(max(0.0, min(delay, self.deadline - time.monotonic())))
+        listener.refuse_new_connections(self.sock)
+        self.in_flight.closing = True
+        if self.wait_until_drained():
+            log.info("no request in flight: stopping")
+        else:
+            log.warning("grace period over with %d request(s) in flight: exiting", self.in_flight.count)
+        listener.release(self.sock)
+        self.in_flight.refusing = True
+        self.wait_for(lambda: self.in_flight.count == 0)
+        run_stop_hooks_until(self.state, self.deadline)
+        self.wait_for(lambda: self.in_flight.count == 0)
+        logging.shutdown()
+        os._exit(0)
+
+    def wait_until_drained(self) -> bool:
+        """True once nothing was queued or in flight for IDLE_CONFIRM_SECONDS; False at the deadline."""
+        idle_since: float | None = None
+
+        def drained() -> bool:
+            nonlocal idle_since
+            if self.in_flight.count > 0 or listener.queued_connections(self.sock) > 0:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = time.monotonic()
+            return time.monotonic() - (idle_since or time.monotonic()) >= IDLE_CONFIRM_SECONDS
+
+        return self.wait_for(drained)
+
+    def wait_for(self, condition: Callable[[], bool]) -> bool:
+        while not condition():
+            if time.monotonic() >= self.deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
 
 def run_stop_hooks_until(state: GnarState, deadline: float) -> None:
@@ -340,17 +411,3 @@ def run_stop_hooks_until(state: GnarState, deadline: float) -> None:
     stopper.join(max(deadline - time.monotonic(), STOP_HOOKS_MINIMUM_SECONDS))
     if stopper.is_alive():
         log.warning("stop hooks still running at the end of the grace period: exiting")
-
-
-def wait_until_idle(in_flight: InFlight, deadline: float) -> bool:
-    """True once no request has been in flight for IDLE_CONFIRM_SECONDS; False at the deadline."""
-    idle_since = None
-    while time.monotonic() < deadline:
-        if in_flight.count > 0:
-            idle_since = None
-        elif idle_since is None:
-            idle_since = time.monotonic()
-        elif time.monotonic() - idle_since >= IDLE_CONFIRM_SECONDS:
-            return True
-        time.sleep(0.02)
-    return False

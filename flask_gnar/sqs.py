@@ -21,7 +21,7 @@ from flask import Flask
 
 from . import signals
 from .aws import ClientFactory, SharedClient, resolve_client_settings
-from .config import Settings, parse_float, parse_int, parse_list, parse_str
+from .config import Settings, int_between, parse_list, parse_str, seconds_between
 from .exceptions import ConfigError, GnarError
 from .extension import GnarExtension
 from .state import GnarState
@@ -50,31 +50,10 @@ DEFAULT_STOP_TIMEOUT_SECONDS = 25.0
 DEFAULT_CONCURRENCY = 1
 
 
-def float_from(low: float, *, above: bool = False) -> Callable[[Any], float]:
-    """A parser of numbers of at least ``low`` (or above it, with ``above=True``)."""
-
-    def parse(value: Any) -> float:
-        number = parse_float(value)
-        if number < low or (above and number == low):
-            bound = "above" if above else "of at least"
-            raise ValueError(f"expected a number {bound} {low:g}, got {number:g}")
-        return number
-
-    return parse
-
-
+#: Every SQS duration is a wait in a poller thread, so at most MAX_WAIT_SECONDS.
+float_from = seconds_between
 parse_non_negative_float = float_from(0)
 parse_positive_float = float_from(0, above=True)
-
-
-def int_between(low: int, high: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        number = parse_int(value)
-        if not low <= number <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}, got {number}")
-        return number
-
-    return parse
 
 
 def parse_callback(value: Any) -> Callback:

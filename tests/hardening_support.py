@@ -51,9 +51,9 @@ class Hardy:
         return self.output
 
 
-def start_hardy(ready_path: str = "/pid", **env: str) -> Hardy:
-    """Start ``hardy`` with ``env`` and wait until ``ready_path`` answers."""
-    port = free_port()
+def start_hardy(ready_path: str = "/pid", port: int | None = None, **env: str) -> Hardy:
+    """Start ``hardy`` with ``env`` (on ``port``, or a free one) and wait until ``ready_path`` answers."""
+    port = port or free_port()
     env.setdefault("GNAR_JWT_SECRET_KEY", JWT_SECRET)
     handle, name = tempfile.mkstemp(prefix="hardy-", suffix=".log")
     with os.fdopen(handle, "w") as log_file:

@@ -289,6 +289,32 @@ def test_bad_expiry_stops_start_up(monkeypatch: pytest.MonkeyPatch, value: str) 
         GnarJWT(Flask(__name__), secret_key=SECRET)
 
 
+@pytest.mark.parametrize("value", ["100000000000000000000", "inf", "nan"])
+def test_an_expiry_past_the_year_9999_stops_start_up(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """datetime cannot hold such an expiry: every login would fail with OverflowError."""
+    monkeypatch.setenv("GNAR_JWT_ACCESS_TOKEN_EXPIRES_MINUTES", value)
+    with pytest.raises(ConfigError) as caught:
+        GnarJWT(Flask(__name__), secret_key=SECRET)
+    assert str(caught.value).startswith(
+        "GNAR_JWT_ACCESS_TOKEN_EXPIRES_MINUTES: expected a number above 0 and at most "
+    )
+    assert "before the year 9999" in str(caught.value)
+
+
+def test_an_expiry_option_past_the_year_9999_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="^argument for JWT_ACCESS_TOKEN_EXPIRES_MINUTES: "):
+        GnarJWT(Flask(__name__), secret_key=SECRET, access_token_expires=timedelta(days=999999999))
+
+
+def test_a_thousand_year_expiry_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    minutes = 1000 * 365 * 24 * 60
+    monkeypatch.setenv("GNAR_JWT_ACCESS_TOKEN_EXPIRES_MINUTES", str(minutes))
+    app = Flask(__name__)
+    GnarJWT(app, secret_key=SECRET)
+    claims = claims_of(app, token_for(app))
+    assert claims["exp"] - claims["iat"] == minutes * 60
+
+
 def test_missing_secret_stops_production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GNAR_JWT_SECRET_KEY", "")
     with pytest.raises(ConfigError, match="^GNAR_JWT_SECRET_KEY: is required in production"):

@@ -1,12 +1,23 @@
 """The setting resolver: argument, app.config, prefixed environment, default."""
 
+import threading
 from datetime import timedelta
 
 import pytest
 from flask import Flask
 
 from flask_gnar import ConfigError, Settings
-from flask_gnar.config import parse_bool, parse_int, parse_list, parse_log_level, parse_minutes
+from flask_gnar.config import (
+    MAX_WAIT_SECONDS,
+    float_between,
+    int_between,
+    parse_bool,
+    parse_int,
+    parse_list,
+    parse_log_level,
+    parse_minutes,
+    parse_seconds,
+)
 
 
 @pytest.fixture
@@ -112,3 +123,54 @@ def test_log_levels():
     assert parse_log_level(30) == "WARNING"
     with pytest.raises(ValueError, match="DEBUG, INFO"):
         parse_log_level("LOUD")
+
+
+# --- bounded numbers --------------------------------------------------------------------
+
+
+def test_int_between_names_the_range_and_where_it_comes_from(plain_app, monkeypatch):
+    parse_size = int_between(1, 100, limit="the pool's size")
+    monkeypatch.setenv("GNAR_PAGE_SIZE", "99999999999999999999")
+    with pytest.raises(ConfigError) as caught:
+        Settings(plain_app).get("PAGE_SIZE", parse_size)
+    assert str(caught.value) == (
+        "GNAR_PAGE_SIZE: expected a whole number from 1 to 100 (the pool's size), "
+        "got 99999999999999999999"
+    )
+    assert parse_size("1") == 1 and parse_size(100) == 100
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "1e400", float("nan")])
+def test_float_between_refuses_nan_and_infinities(raw):
+    with pytest.raises(ValueError, match="expected a number of at least 0 and at most 5, got"):
+        float_between(0, 5)(raw)
+
+
+def test_above_excludes_the_low_end():
+    parse_delay = float_between(0, 2.5, above=True)
+    assert parse_delay("0.001") == 0.001
+    with pytest.raises(ValueError, match=r"^expected a number above 0 and at most 2\.5, got 0$"):
+        parse_delay("0")
+
+
+def test_a_high_end_given_as_a_function_is_read_when_the_value_is_parsed():
+    limit = [3]
+    parse_lanes = int_between(1, lambda: limit[0])
+    assert parse_lanes("3") == 3
+    limit[0] = 2
+    with pytest.raises(ValueError, match="from 1 to 2, got 3"):
+        parse_lanes("3")
+
+
+def test_durations_stop_short_of_what_threads_can_wait():
+    assert parse_seconds(str(MAX_WAIT_SECONDS)) == MAX_WAIT_SECONDS < threading.TIMEOUT_MAX
+    with pytest.raises(ValueError, match="the longest wait Python's threads accept"):
+        parse_seconds(str(threading.TIMEOUT_MAX))
+
+
+def test_token_minutes_end_before_the_year_9999():
+    assert parse_minutes(str(1000 * 365 * 24 * 60)) == timedelta(days=1000 * 365)
+    with pytest.raises(ValueError, match="before the year 9999"):
+        parse_minutes(str(8000 * 365 * 24 * 60))
+    with pytest.raises(ValueError, match="before the year 9999"):
+        parse_minutes(timedelta.max)

@@ -182,7 +182,10 @@ def test_env_prefix_applies_to_database_settings(gnar_postgres: EmbeddedPostgres
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("abc", "GNAR_PG_MAX_CONNECTIONS: expected a whole number, got 'abc'"),
-     ("0", "GNAR_PG_MAX_CONNECTIONS: expected a whole number of at least 1, got 0")],
+     ("0", "GNAR_PG_MAX_CONNECTIONS: expected a whole number from 1 to 262143 "
+           "(Postgres' most connections), got 0"),
+     ("262144", "GNAR_PG_MAX_CONNECTIONS: expected a whole number from 1 to 262143 "
+                "(Postgres' most connections), got 262144")],
 )
 def test_bad_max_connections_stops_start_up(
     gnar_postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch, value: str, expected: str
@@ -191,6 +194,38 @@ def test_bad_max_connections_stops_start_up(
     with pytest.raises(ConfigError) as raised:
         db_app(**gnar_postgres.config)
     assert str(raised.value) == expected
+
+
+@pytest.mark.parametrize("production", [False, True])
+def test_a_pool_larger_than_the_server_accepts_stops_start_up(
+    gnar_postgres: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch, production: bool
+) -> None:
+    """Checked once the server answers: such a pool would answer 503 under load."""
+    server_max = int(postgres.Postgres(gnar_postgres.uri).one("SHOW max_connections"))
+    monkeypatch.setenv("GNAR_PG_MAX_CONNECTIONS", str(server_max + 1))
+    app = Flask(__name__)
+    app.config.update(GNAR_PRODUCTION=production, **gnar_postgres.config)
+    with pytest.raises(ConfigError) as raised:
+        GnarDB(app)
+    message = str(raised.value)
+    assert message.startswith(f"GNAR_PG_MAX_CONNECTIONS: is {server_max + 1}, more than the "), message
+    assert "connection(s) the server accepts for this role" in message
+
+
+def test_a_pool_as_large_as_the_server_accepts_starts(gnar_postgres: EmbeddedPostgres) -> None:
+    db = postgres.Postgres(gnar_postgres.uri)
+    reserved = 0 if db.one("SHOW is_superuser") == "on" else int(db.one("SHOW superuser_reserved_connections"))
+    largest = int(db.one("SHOW max_connections")) - reserved
+    app = db_app(GNAR_PG_MAX_CONNECTIONS=largest, **gnar_postgres.config)
+    assert get_state(app).db.one("SELECT 1") == 1
+
+
+def test_the_longest_accepted_timeouts_are_honoured(gnar_postgres: EmbeddedPostgres) -> None:
+    """2147483 s is the most statement_timeout holds in milliseconds: the probes still run."""
+    app = db_app(GNAR_PG_CONNECT_TIMEOUT=2147483, GNAR_PG_READINESS_TIMEOUT="2147483",
+                 **gnar_postgres.config)
+    assert get_state(app).readiness_checks["database"]() is True
+    assert get_state(app).db.one("SELECT 1") == 1
 
 
 def test_more_minimum_than_maximum_connections_stops_start_up(gnar_postgres: EmbeddedPostgres) -> None:

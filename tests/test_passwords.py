@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -70,10 +71,12 @@ def test_env_prefix_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     ("name", "value", "message"),
     [
         ("TIME_COST", "abc", "GNAR_ARGON2_TIME_COST: expected a whole number, got 'abc'"),
-        ("MEMORY_COST", "0", "GNAR_ARGON2_MEMORY_COST: expected a whole number of at least 1"),
-        ("PARALLELISM", "-2", "GNAR_ARGON2_PARALLELISM: expected a whole number of at least 1"),
-        ("HASH_LEN", "2", "GNAR_ARGON2_HASH_LEN: must be at least 4, got 2"),
-        ("SALT_LEN", "4", "GNAR_ARGON2_SALT_LEN: must be at least 8, got 4"),
+        ("MEMORY_COST", "0", "GNAR_ARGON2_MEMORY_COST: expected a whole number from 8 to "),
+        ("PARALLELISM", "-2", "GNAR_ARGON2_PARALLELISM: expected a whole number from 1 to "),
+        ("HASH_LEN", "2", "GNAR_ARGON2_HASH_LEN: expected a whole number from 4 to 4294967295"),
+        ("SALT_LEN", "4", "GNAR_ARGON2_SALT_LEN: expected a whole number from 8 to 4294967295"),
+        ("TIME_COST", "99999999999999999999", "GNAR_ARGON2_TIME_COST: expected a whole number "
+         "from 1 to 4294967295 (libargon2's limit), got 99999999999999999999"),
         ("MEMORY_COST", "16", "GNAR_ARGON2_MEMORY_COST: must be at least 8 KiB per lane"),
         ("ENCODING", "klingon", "GNAR_ARGON2_ENCODING: expected a text encoding"),
         ("TYPE", "argon3", "GNAR_ARGON2_TYPE: expected one of argon2id, argon2i, argon2d"),
@@ -94,8 +97,50 @@ def test_bad_settings_stop_start_up_naming_the_variable(
 
 
 def test_bad_config_value_names_the_config_key() -> None:
-    with pytest.raises(ConfigError, match=r"app.config\['GNAR_ARGON2_HASH_LEN'\]: must be at least 4"):
+    with pytest.raises(ConfigError, match=r"app.config\['GNAR_ARGON2_HASH_LEN'\]: expected a whole number from 4"):
         argon2_app({"GNAR_ARGON2_HASH_LEN": 3})
+
+
+def test_a_memory_cost_past_the_machines_memory_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2-cffi would take it and every login would then fail to allocate (or be killed)."""
+    memory_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+    monkeypatch.setenv("GNAR_ARGON2_MEMORY_COST", str(memory_kib + 1))
+    with pytest.raises(ConfigError) as caught:
+        argon2_app()
+    assert str(caught.value).startswith("GNAR_ARGON2_MEMORY_COST: expected a whole number from 8 to ")
+    assert "the machine's memory" in str(caught.value)
+    assert str(memory_kib + 1) in str(caught.value)
+
+
+def test_a_parallelism_too_large_for_the_default_memory_names_the_parallelism(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    default_memory = PasswordHasher().memory_cost
+    lanes = default_memory // 8 + 1
+    monkeypatch.setenv("GNAR_ARGON2_PARALLELISM", str(lanes))
+    with pytest.raises(ConfigError) as caught:
+        argon2_app()
+    assert caught.value.key == "GNAR_ARGON2_PARALLELISM"
+    assert f"is {lanes} lanes, which need {8 * lanes} KiB" in str(caught.value)
+    assert "set GNAR_ARGON2_MEMORY_COST too" in str(caught.value)
+
+
+def test_memory_too_small_for_the_lanes_set_names_the_memory_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GNAR_ARGON2_PARALLELISM", "8")
+    monkeypatch.setenv("GNAR_ARGON2_MEMORY_COST", "32")
+    with pytest.raises(ConfigError) as caught:
+        argon2_app()
+    assert caught.value.key == "GNAR_ARGON2_MEMORY_COST"
+    assert "8 x parallelism 8 = 64" in str(caught.value)
+
+
+def test_long_hashes_and_salts_within_the_bounds_work() -> None:
+    """The bounds are libargon2's, not tighter ones of ours."""
+    hasher = get_state(argon2_app({**FAST, "GNAR_ARGON2_HASH_LEN": 4096, "GNAR_ARGON2_SALT_LEN": 4096})).argon2
+    stored = hasher.hash("powder")
+    assert hasher.verify(stored, "powder")
 
 
 def test_generate_and_check_a_password(passwords: Any) -> None:

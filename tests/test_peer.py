@@ -150,6 +150,10 @@ def test_no_address_names_every_variable_tried() -> None:
         gnar.peer("user-service")
     message = str(caught.value)
     assert isinstance(caught.value, GnarError)
+    assert isinstance(caught.value, ConfigError) and isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, LookupError)
+    assert caught.value.key == "GNAR_PEER_USER_SERVICE_URL"
+    assert message.startswith("GNAR_PEER_USER_SERVICE_URL: no address for the peer service ")
     for variable in (
         "GNAR_PEER_USER_SERVICE_URL",
         "USER_SERVICE_SERVICE_PORT",
@@ -189,6 +193,38 @@ def test_malformed_address_names_the_variable(
         gnar.peer("piste")
     assert caught.value.key == variable
     assert repr(value) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"GNAR_PEER_PISTE_URL": "http://127.0.0.1:99999"}, "GNAR_PEER_PISTE_URL"),
+        ({"GNAR_PEER_PISTE_URL": "http://[::1]:0/api"}, "GNAR_PEER_PISTE_URL"),
+        ({"GNAR_PISTE_SERVICE_PORT": "127.0.0.1:65536"}, "GNAR_PISTE_SERVICE_PORT"),
+        ({"PISTE_SERVICE_HOST": "10.0.0.7", "PISTE_SERVICE_PORT": "70000"}, "PISTE_SERVICE_PORT"),
+        ({"PISTE_PORT": "tcp://10.0.0.7:99999"}, "PISTE_PORT"),
+    ],
+    ids=["explicit-url", "explicit-url-port-0", "seed", "kubernetes", "docker-link"],
+)
+def test_a_port_past_65535_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], named: str
+) -> None:
+    """Not requests' InvalidURL at call time, which names no variable."""
+    for variable, value in variables.items():
+        monkeypatch.setenv(variable, value)
+    app = make_caller()
+    with app.app_context(), pytest.raises(ConfigError) as caught:
+        gnar.peer("piste")
+    assert caught.value.key == named
+    assert "expected a port number from 1 to 65535" in str(caught.value)
+
+
+def test_a_peers_option_with_a_bad_port_stops_start_up() -> None:
+    app = Flask(__name__)
+    with pytest.raises(ConfigError) as caught:
+        GnarPeer(app, peers={"piste": "http://127.0.0.1:123456"})
+    assert caught.value.key == "peers['piste']"
+    assert "expected a port number from 1 to 65535, got 123456" in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from flask_gnar import create_app, get_state, serve
-from helpers import free_port, start_module, stop, wait_for_http
+from helpers import free_port, start_module, stop, wait_for_http, wait_until
 
 
 def start_slowpoke(production, port):
@@ -28,9 +28,11 @@ def test_production_serves_with_bjoern():
     assert "(production)" in output and output.count("HOOK start") == 1
 
 
-def test_sigterm_finishes_the_request_in_flight_and_exits_zero():
+def test_sigterm_finishes_the_request_in_flight_and_exits_zero(tmp_path):
     port = free_port()
-    process = start_slowpoke(True, port)
+    started = tmp_path / "started"
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
+                           SLOWPOKE_STARTED=str(started))
     wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
     result = {}
 
@@ -39,7 +41,7 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_zero():
 
     worker = threading.Thread(target=slow_request)
     worker.start()
-    time.sleep(0.3)
+    wait_until(started.exists, what="the slow request under way")
     process.send_signal(signal.SIGTERM)
     worker.join(timeout=10)
     try:
@@ -67,10 +69,11 @@ def test_sigterm_with_an_idle_keep_alive_client_exits_once_nothing_is_in_flight(
     assert "no request in flight: stopping" in output and "HOOK stop" in output
 
 
-def test_a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exits_zero():
+def test_a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exits_zero(tmp_path):
     port = free_port()
+    started = tmp_path / "started"
     process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
-                           GNAR_SHUTDOWN_GRACE_SECONDS="0.5")
+                           GNAR_SHUTDOWN_GRACE_SECONDS="0.5", SLOWPOKE_STARTED=str(started))
     try:
         wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
         worker = threading.Thread(
@@ -78,7 +81,7 @@ def test_a_request_longer_than_the_grace_period_is_cut_and_the_process_still_exi
                                          f"http://127.0.0.1:{port}/slow/5.0", timeout=10)
         )
         worker.start()
-        time.sleep(0.3)
+        wait_until(started.exists, what="the slow request under way")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
         worker.join(timeout=10)
@@ -176,7 +179,7 @@ def test_sigterm_to_two_workers_answers_every_accepted_request_and_exits_zero():
     clients = [threading.Thread(target=client) for _ in range(4)]
     for thread in clients:
         thread.start()
-    time.sleep(0.5)
+    wait_until(lambda: len(results) >= 8, what="requests answered before SIGTERM")
     process.send_signal(signal.SIGTERM)
     for thread in clients:
         thread.join(timeout=20)
@@ -193,12 +196,12 @@ def test_sigterm_to_two_workers_answers_every_accepted_request_and_exits_zero():
 def test_during_the_shutdown_delay_readiness_fails_while_requests_are_still_served():
     port = free_port()
     process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1",
-                           GNAR_SHUTDOWN_DELAY_SECONDS="3")
+                           GNAR_SHUTDOWN_DELAY_SECONDS="6")
     try:
         base = f"http://127.0.0.1:{port}"
         assert wait_for_http(f"{base}/health/ready", process=process).status_code == 200
         process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 2.5
+        deadline = time.monotonic() + 5
         while requests.get(f"{base}/health/ready", timeout=5).status_code != 503:
             assert time.monotonic() < deadline, "readiness never turned false"
             time.sleep(0.05)

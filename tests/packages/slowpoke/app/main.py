@@ -23,6 +23,10 @@ state.on_stop(lambda: time.sleep(float(os.environ.get("SLOWPOKE_STOP_HANG", "0")
 
 @app.get("/slow/<float:seconds>")
 def slow(seconds):
+    started = os.environ.get("SLOWPOKE_STARTED")
+    if started:
+        with open(started, "a") as marks:
+            marks.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     return jsonify({"slept": seconds})
 

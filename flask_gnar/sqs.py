@@ -56,6 +56,9 @@ parse_non_negative_float = float_from(0)
 parse_positive_float = float_from(0, above=True)
 
 
+parse_concurrency = int_between(1, MAX_CONCURRENCY)
+
+
 def parse_callback(value: Any) -> Callback:
     if not callable(value):
         raise ValueError(f"expected a function called with each message, got {value!r}")
@@ -81,7 +84,7 @@ QUEUE_KEYS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "visibility_timeout": (int_between(0, MAX_VISIBILITY_TIMEOUT), None),
     "wait_time_seconds": (int_between(0, MAX_WAIT_TIME_SECONDS), MAX_WAIT_TIME_SECONDS),
     # None: GNAR_SQS_CONCURRENCY (see parse_queue_config).
-    "concurrency": (int_between(1, MAX_CONCURRENCY), None),
+    "concurrency": (parse_concurrency, None),
     "max_receive_count": (int_between(1, MAX_RECEIVE_COUNT), None),
     "on_poison": (parse_callback, None),
 }
@@ -1051,11 +1054,7 @@ class GnarSQS(GnarExtension):
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
         configs = parse_queue_configs(
             self.option("queues"),
-            settings.get(
-                "SQS_CONCURRENCY",
-                int_between(1, MAX_CONCURRENCY),
-                default=DEFAULT_CONCURRENCY,
-            ),
+            settings.get("SQS_CONCURRENCY", parse_concurrency, default=DEFAULT_CONCURRENCY),
         )
         client_settings = resolve_client_settings(
             settings, "sqs", endpoint_url=self.option("endpoint_url")

@@ -289,7 +289,8 @@ class InHand:
     """The messages one poller holds, from their receive until deleted, put back or let go.
 
     One condition guards them; the receiver, the workers and the keeper wait on it.
-    Every method but :meth:`take` and the waiting ones expects the condition held.
+    The questions (``in_state``, ``next_startable``, ``idle``, ``waiting``, ``room``)
+    expect it held; the other methods take it.
     """
 
     def __init__(self, config: QueueConfig) -> None:

@@ -588,7 +588,7 @@ def test_fifo_a_failed_message_blocks_its_group_until_it_comes_back(sqs, serving
 
     app, queues = serving(
         {"queue_name": name, "callback": callback, "concurrency": 4, "wait_time_seconds": 1,
-         "visibility_timeout": 1}
+         "visibility_timeout": 2}
     )
     wait_until(lambda: queue_count(sqs, url) == 0, what="the group handled")
     assert seen == ["lift-0", "lift-1", "lift-1", "lift-2"]
@@ -610,7 +610,7 @@ def test_a_poison_message_goes_to_on_poison_and_is_deleted(sqs, new_queue, servi
     poisoned = Inbox()
     app, queues = serving({
         "queue_name": name, "callback": inbox, "max_receive_count": 2, "on_poison": poisoned,
-        "visibility_timeout": 1, "wait_time_seconds": 1,
+        "visibility_timeout": 2, "wait_time_seconds": 1,
     })
     failed = Recorder(signals.sqs_message_failed, app)
     handled = Recorder(signals.sqs_message_handled, app)

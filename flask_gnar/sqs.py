@@ -452,7 +452,10 @@ class SQSPoller:
                 self._deadline = min(self._deadline, time.monotonic() + timeout)
         self.request_stop()
         with self.hand.changed:
-            finished = self.hand.changed.wait_for(lambda: not self.hand.held, timeout)
+            self.hand.changed.wait_for(
+                lambda: not self.hand.held or not self._keeper.is_alive(), timeout
+            )
+            finished = not self.hand.held
         if finished:
             log.info("Stopped polling SQS queue %s", self.config.queue_name)
         return finished
@@ -619,6 +622,7 @@ class SQSPoller:
                 now = time.monotonic()
                 if hand.stopping and (not hand.held or now >= self._deadline):
                     self._abandon(hand.held)
+                    hand.changed.notify_all()
                     return None
                 releasing = hand.in_state(RELEASING)
                 if releasing:

@@ -13,7 +13,9 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    # A folder of this checkout's own: pytest's shared default under /tmp keeps the last
+    # three runs of every checkout and deletes older ones, even while they still run.
+    session.run("pytest", f"--basetemp={session.virtualenv.location}/pytest-tmp", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -30,7 +32,7 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def examples(session: nox.Session) -> None:
-    session.install("-e", ".[embedded]")
+    session.install("-e", ".[embedded,tracing]")
     session.run("python", "examples/run.py", *session.posargs)
 
 
@@ -38,5 +40,5 @@ def examples(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """The benchmarks (needs wrk: ./dev bench installs it)."""
     session.install("-e", ".[test]", "gunicorn")
-    for script in session.posargs or ["http_bench.py", "login_burst.py", "jwt_refresh.py", "peer.py", "sqs.py"]:
+    for script in session.posargs or ["http_bench.py", "login_burst.py", "jwt_refresh.py", "peer.py", "sqs.py", "bench_db.py"]:
         session.run("python", f"bench/{script}")

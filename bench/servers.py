@@ -5,6 +5,8 @@ gnar-login  the same, plus POST /login verifying an Argon2 hash with the default
 bjoern      bare Flask on bjoern, forked after listen(reuse_port=True) (one shared socket)
 bjoern-rp   bare Flask on bjoern, each forked process with its own SO_REUSEPORT socket
 gunicorn    bare Flask on gunicorn's sync workers
+db-gnar     create_app + serve() in production, GET /db answers gnar.db.one("SELECT 1")
+db-bare     bare Flask + postgres.py on bjoern, the same route (database: BENCH_PG_URI)
 """
 
 from __future__ import annotations
@@ -58,6 +60,35 @@ def login_app(port: int) -> Flask:
     return app
 
 
+def db_gnar_app(port: int) -> Flask:
+    from flask_gnar import create_app, gnar
+
+    app = create_app("benchsvc", production=True, port=port,
+                     config={"GNAR_LOG_LEVEL": "WARNING", "GNAR_JWT_SECRET_KEY": "b" * 40,
+                             "GNAR_PG_DSN": os.environ["BENCH_PG_URI"]})
+
+    @app.get("/db")
+    def db_route():
+        return jsonify({"answer": gnar.db.one("SELECT 1")})
+
+    return app
+
+
+def run_db_bare(port: int) -> None:
+    """postgres.py's own pool with GnarDB's default bounds."""
+    import bjoern
+    import postgres
+
+    app = Flask("bare")
+    db = postgres.Postgres(os.environ["BENCH_PG_URI"], minconn=1, maxconn=10)
+
+    @app.get("/db")
+    def db_route():
+        return jsonify({"answer": db.one("SELECT 1")})
+
+    bjoern.run(app, "127.0.0.1", port, reuse_port=True)
+
+
 def run_bare_bjoern(port: int, workers: int) -> None:
     import bjoern
 
@@ -103,6 +134,12 @@ def main() -> None:
 
         app = gnar_app(port) if kind == "gnar" else login_app(port)
         serve(app, host="127.0.0.1", workers=workers)
+    elif kind == "db-gnar":
+        from flask_gnar import serve as serve_gnar
+
+        serve_gnar(db_gnar_app(port), host="127.0.0.1", workers=workers)
+    elif kind == "db-bare":
+        run_db_bare(port)
     elif kind == "bjoern":
         run_bare_bjoern(port, workers)
     elif kind == "bjoern-rp":

@@ -74,6 +74,14 @@ def start_service(name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
+def migrate(name: str, env: dict[str, str]) -> None:
+    """What deploy/k8s's init container does: production applies no migration at start-up."""
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", f"{name}.app.main", "gnar", "migrate"],
+        cwd=HERE, env=env, check=True,
+    )
+
+
 def wait_until_ready(url: str, processes: dict[str, subprocess.Popen[bytes]], timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -100,6 +108,10 @@ def smoke(ports: dict[str, int], aws_env: dict[str, str]) -> None:
     """The whole flow: sign-up, mail, event, login, refreshed token, worker, peer call."""
     piste, powder = (f"http://127.0.0.1:{ports[name]}" for name in SERVICES)
     email, password = f"rider-{uuid.uuid4().hex[:8]}@piste.example", "correct horse battery"
+    for name, url in (("piste", piste), ("powder", powder)):
+        home = check(requests.get(f"{url}/", timeout=10), 200, f"GET {name} / says what it is").json()
+        if home["service"] != name or "/health/ready" not in home["routes"]:
+            raise SystemExit(f"FAILED: {name}'s / does not describe it: {home}")
     check(requests.get(f"{piste}/hello/", timeout=10), 200, "GET piste /hello/")
     check(requests.get(f"{piste}/nowhere", timeout=10), 404, "GET piste /nowhere is a JSON 404")
     user = check(requests.post(f"{piste}/users/signup", json={"email": email, "password": password}, timeout=30),
@@ -134,6 +146,26 @@ def smoke(ports: dict[str, int], aws_env: dict[str, str]) -> None:
     print("ok  the welcome mail went out through SES")
 
 
+TOUR = """
+A short tour (paste it into a shell):
+
+  curl -s {piste}/
+  curl -s -X POST {piste}/users/signup -H 'Content-Type: application/json' \\
+       -d '{{"email": "rider@piste.example", "password": "correct horse battery"}}'
+  TOKEN=$(curl -s -X POST {piste}/users/login -H 'Content-Type: application/json' \\
+       -d '{{"email": "rider@piste.example", "password": "correct horse battery"}}' \\
+       | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+  curl -s {piste}/users/me -H "Authorization: Bearer $TOKEN"
+  curl -s {powder}/feed/ -H "Authorization: Bearer $TOKEN"
+  curl -s {piste}/metrics
+"""
+
+
+def tour(ports: dict[str, int]) -> str:
+    """Commands a newcomer can paste: sign up, log in, /users/me, powder's feed, metrics."""
+    return TOUR.format(**{name: f"http://127.0.0.1:{port}" for name, port in ports.items()})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="walk through the flow once and stop")
@@ -153,6 +185,8 @@ def main() -> int:
         base = {**os.environ, **aws.env, "GNAR_PG_DSN": postgres.uri}
         prepare_aws(base)
         env = service_env(base, ports, args.production)
+        if args.production:
+            migrate("piste", env)
         for name in SERVICES:
             processes[name] = start_service(name, env)
             wait_until_ready(f"http://127.0.0.1:{ports[name]}/health/ready", processes)
@@ -160,7 +194,8 @@ def main() -> int:
         if args.smoke:
             smoke(ports, aws.env)
             return 0
-        print(f"Postgres: {postgres.uri}\nAWS stand-in: {aws.endpoint_url}\nCtrl-C stops everything.")
+        print(f"Postgres: {postgres.uri}\nAWS stand-in: {aws.endpoint_url}")
+        print(tour(ports), "Ctrl-C stops everything.", sep="\n", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0
     finally:

@@ -13,6 +13,7 @@ from .exceptions import (
     ConfigError,
     DatabaseUnavailable,
     GnarError,
+    MigrationError,
     NotInitialisedError,
     PeerError,
     PeerNotFound,
@@ -29,6 +30,7 @@ from .serve import serve
 from .ses import GnarSES
 from .sqs import GnarSQS
 from .state import GnarState, gnar, get_state
+from .tracing import GnarTracing
 
 __all__ = [
     "AlreadyInitialisedError",
@@ -49,6 +51,8 @@ __all__ = [
     "GnarSES",
     "GnarSQS",
     "GnarState",
+    "GnarTracing",
+    "MigrationError",
     "NotInitialisedError",
     "PeerError",
     "PeerNotFound",

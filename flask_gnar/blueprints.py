@@ -34,8 +34,16 @@ def app_package_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+#: The seed's modules that build the app (``<name>/app/main.py``); the scan never imports them.
+APP_BUILDING_MODULES = frozenset({("main",), ("__main__",)})
+
+
 def scan_module_names(name: str) -> list[str]:
-    """Every module under ``<name>/app``, in a stable order."""
+    """Every module under ``<name>/app`` but the one that builds the app, in a stable order.
+
+    Importing ``app/main.py`` would build a second app (with its own development
+    database) whenever something else, a test or ``flask --app``, builds this one.
+    """
     root = app_package_dir(name)
     if root is None:
         return []
@@ -43,6 +51,8 @@ def scan_module_names(name: str) -> list[str]:
     for path in sorted(root.rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
         if "__pycache__" in parts or any(not part.isidentifier() for part in parts):
+            continue
+        if parts in APP_BUILDING_MODULES:
             continue
         if parts[-1] == "__init__":
             parts = parts[:-1]

@@ -46,6 +46,22 @@ def allowed_origin(origins: frozenset[str]) -> str | None:
     return origin if origin in origins else None
 
 
+def preflight_hook(origins: frozenset[str]) -> Callable[[], Response | None]:
+    """Answer a preflight from an allowed origin with 200, whatever its URL.
+
+    Browsers drop a preflight that does not answer 2xx as a network error, so
+    without this a page calling a URL the app does not route (or a method it
+    refuses) would never see the 404 or 405 that the real request gets.
+    """
+
+    def answer_preflight() -> Response | None:
+        if is_preflight() and allowed_origin(origins) is not None:
+            return Response(status=200)
+        return None
+
+    return answer_preflight
+
+
 def cors_hook(
     app: Flask, origins: frozenset[str], allow_headers: str, expose_headers: str, max_age: int
 ) -> Callable[[Response], Response]:
@@ -103,6 +119,7 @@ class GnarCORS(GnarExtension):
             default=DEFAULT_MAX_AGE,
         )
         if origins:
+            app.before_request(preflight_hook(frozenset(origins)))
             app.after_request(
                 cors_hook(
                     app, frozenset(origins), ", ".join(allow_headers),

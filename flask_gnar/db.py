@@ -15,13 +15,14 @@ from postgres import Postgres
 from postgres.context_managers import ConnectionContextManager, CursorContextManager
 from psycopg2.extensions import make_dsn, parse_dsn
 from psycopg2.sql import SQL, Identifier
-from psycopg2_pool import PoolError, ThreadSafeConnectionPool
+from psycopg2_pool import ConnectionPool, PoolError, ThreadSafeConnectionPool
 
 from . import signals
-from .config import MAX_C_INT, Settings, int_between, parse_port, parse_seconds
+from .config import MAX_C_INT, Settings, int_between, parse_bool, parse_port, parse_seconds
 from .embedded import start_embedded_postgres
 from .exceptions import ConfigError, DatabaseUnavailable
 from .extension import GnarExtension
+from .migrations import init_migrations, migrations_directory
 from .state import GnarState
 
 log = logging.getLogger(__name__)
@@ -68,20 +69,23 @@ def reason(error: Exception) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def input_check(conn: Any) -> Callable[[], bool]:
+    """A check that the connection's socket has input waiting, built once per connection."""
+    fd = conn.fileno()
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return lambda: bool(poller.poll(0))
+    return lambda: bool(select.select([fd], [], [], 0)[0])  # pragma: no cover - Windows
+
+
 def server_dropped(conn: Any) -> bool:
     """True when an idle connection has input waiting: the server closed it.
 
     An idle connection has nothing to read until it sends a query, so anything
     readable is the server's goodbye (a shutdown notice, then end of file).
     """
-    if conn.closed:
-        return True
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(conn.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)  # pragma: no cover - Windows
-    return bool(readable)
+    return bool(conn.closed) or conn.gnar_has_input()
 
 
 class CheckedPool(ThreadSafeConnectionPool):  # type: ignore[misc]
@@ -102,6 +106,7 @@ class CheckedPool(ThreadSafeConnectionPool):  # type: ignore[misc]
     def _connect(self, for_immediate_use: bool = False) -> Any:
         conn = super()._connect(for_immediate_use)
         conn.gnar_was_idle = not for_immediate_use
+        conn.gnar_has_input = input_check(conn)
         return conn
 
     def getconn(self) -> Any:
@@ -117,8 +122,9 @@ class CheckedPool(ThreadSafeConnectionPool):  # type: ignore[misc]
                 conn.close()
 
     def checkout(self) -> Any:
+        # the unlocked base method: the caller holds the lock already
         try:
-            conn = super().getconn()
+            conn = ConnectionPool.getconn(self)
         except PoolError:
             log.warning("all %s database connections are in use", self.maxconn)
             raise DatabaseUnavailable() from None
@@ -134,7 +140,7 @@ class CheckedPool(ThreadSafeConnectionPool):  # type: ignore[misc]
                 return
             conn.gnar_was_idle = True
             try:
-                super().putconn(conn)
+                ConnectionPool.putconn(self, conn)
             except CONNECTION_ERRORS as error:
                 # topping the pool back up to minconn failed: the next checkout retries
                 log.info("could not reopen a pooled database connection: %s", reason(error))
@@ -149,6 +155,14 @@ class CheckedPool(ThreadSafeConnectionPool):  # type: ignore[misc]
         with self.lock:
             self.closed = True
             self.clear()
+
+
+def connection_lost(conn: Any, error: Exception) -> DatabaseUnavailable:
+    """The 503 for a statement whose connection broke: stale when it had sat idle in the pool."""
+    if conn.gnar_was_idle:
+        log.info("a pooled database connection was dead: %s", reason(error))
+        return StaleConnection()
+    return unavailable(error)
 
 
 class GuardedCursor(CursorContextManager):  # type: ignore[misc]
@@ -170,10 +184,7 @@ class GuardedCursor(CursorContextManager):  # type: ignore[misc]
         finally:
             self.pool.putconn(conn)
         if isinstance(exc, CONNECTION_ERRORS) and conn.closed:
-            if conn.gnar_was_idle:
-                log.info("a pooled database connection was dead: %s", reason(exc))
-                raise StaleConnection() from exc
-            raise unavailable(exc) from exc
+            raise connection_lost(conn, exc) from exc
 
 
 class GuardedConnection(ConnectionContextManager):  # type: ignore[misc]
@@ -190,10 +201,11 @@ class GnarPostgres(Postgres):  # type: ignore[misc]
     """A :class:`postgres.Postgres` for a web app.
 
     Losing the server raises :class:`~flask_gnar.exceptions.DatabaseUnavailable`
-    (HTTP 503). :meth:`run`, :meth:`one` and :meth:`all` retry once, on a new
-    connection, when a connection that had sat idle in the pool turns out to be
-    dead before the statement completed (nothing was committed, so the retry
-    cannot apply anything twice).
+    (HTTP 503). :meth:`run`, :meth:`one` and :meth:`all` send their statement in
+    autocommit mode: it is its own transaction, in one round trip instead of
+    postgres.py's three (``BEGIN``, the statement, ``COMMIT``). They retry once,
+    on a new connection, when a connection that had sat idle in the pool, and
+    showed no sign of being closed, fails under the statement.
     """
 
     def __init__(
@@ -219,6 +231,25 @@ class GnarPostgres(Postgres):  # type: ignore[misc]
     def all(self, sql: Any, parameters: Any = None, **kw: Any) -> Any:
         return self._once_more_if_stale(lambda cursor: cursor.all(sql, parameters, **kw))
 
+    def _statement(self, work: Callable[[Any], T]) -> T:
+        """``work`` on a pooled connection in autocommit mode; the connection always goes back."""
+        pool = self.pool
+        conn = pool.getconn()
+        try:
+            conn.autocommit = True
+            cursor = conn.cursor()
+            try:
+                return work(cursor)
+            finally:
+                if not conn.closed:
+                    cursor.close()
+        except CONNECTION_ERRORS as error:
+            if conn.closed:
+                raise connection_lost(conn, error) from error
+            raise
+        finally:
+            pool.putconn(conn)
+
     def get_cursor(self, cursor: Any = None, **kw: Any) -> Any:
         if cursor:
             return super().get_cursor(cursor, **kw)
@@ -229,14 +260,18 @@ class GnarPostgres(Postgres):  # type: ignore[misc]
         kw.setdefault("readonly", self.readonly)
         return GuardedConnection(self.pool, **kw)
 
-    def _once_more_if_stale(self, work: Callable[[Any], T]) -> T:
-        try:
-            with self.get_cursor() as cursor:
-                return work(cursor)
-        except StaleConnection:
-            log.info("retrying on a new database connection")
+    def _in_transaction(self, work: Callable[[Any], T]) -> T:
         with self.get_cursor() as cursor:
             return work(cursor)
+
+    def _once_more_if_stale(self, work: Callable[[Any], T]) -> T:
+        # a read-only database keeps postgres.py's read-only transactions
+        attempt = self._in_transaction if self.readonly else self._statement
+        try:
+            return attempt(work)
+        except StaleConnection:
+            log.info("retrying on a new database connection")
+        return attempt(work)
 
     def ping(self, timeout: int = DEFAULT_READINESS_TIMEOUT) -> bool:
         """Can a new connection run ``SELECT 1`` within ``timeout`` seconds now?"""
@@ -309,6 +344,9 @@ class GnarDB(GnarExtension):
     production without them stops with a :class:`~flask_gnar.ConfigError`.
     ``init_app`` checks that the server answers: in production a database that
     is down stops start-up; in development it is logged and the app starts.
+    With ``GNAR_PG_MIGRATE`` (default: on in development) it then applies the
+    pending SQL files of ``<package>/migrations/`` (:mod:`flask_gnar.migrations`),
+    and it adds ``flask gnar migrate`` to the app's CLI either way.
     """
 
     extension_name = "GnarDB"
@@ -316,7 +354,7 @@ class GnarDB(GnarExtension):
     options_accepted = frozenset({
         "dsn", "endpoint", "port", "database", "username", "password",
         "min_connections", "max_connections", "idle_timeout", "connect_timeout",
-        "readiness_timeout", "embedded_dir",
+        "readiness_timeout", "embedded_dir", "migrate", "migrations_dir",
     })
 
     def configure(self, app: Flask, state: GnarState, settings: Settings) -> dict[str, Any]:
@@ -333,6 +371,10 @@ class GnarDB(GnarExtension):
             "PG_READINESS_TIMEOUT", parse_timeout_int,
             explicit=self.option("readiness_timeout"), default=DEFAULT_READINESS_TIMEOUT,
         )
+        migrate = settings.get(
+            "PG_MIGRATE", parse_bool, explicit=self.option("migrate"), default=not state.production
+        )
+        directory = migrations_directory(state, self.option("migrations_dir"))
         dsn = self.configured_dsn(settings) or self.embedded_dsn(state, settings)
         dsn = with_defaults(dsn, connect_timeout=str(connect_timeout), application_name=state.name)
         db = GnarPostgres(
@@ -342,6 +384,7 @@ class GnarDB(GnarExtension):
         if accepted is not None:
             self.check_pool_fits(settings, maxconn, accepted)
         state.provide(db=db)
+        init_migrations(app, state, db, directory, at_start_up=migrate and accepted is not None)
         state.readiness_checks["database"] = partial(db.ping, readiness_timeout)
         state.on_stop(db.close)
         state.before_fork(db.pool.release_idle)

@@ -111,3 +111,18 @@ class PeerTimeout(PeerUnavailable):
     """A peer (or external URL) did not connect or answer within the timeout."""
 
     code = 504
+
+
+class MigrationError(GnarError, ValueError):
+    """A migration file failed; nothing of the run was kept.
+
+    ``migration`` is the file's name, ``path`` where it is. Every migration of
+    the run was rolled back with it, so the database is as it was before.
+    """
+
+    def __init__(self, migration: str, path: str, reason: str) -> None:
+        self.migration = migration
+        self.path = path
+        super().__init__(
+            f"the migration {migration} failed and was rolled back ({path}): {reason}"
+        )

@@ -10,6 +10,7 @@ from flask import Flask
 from . import signals
 from .auth import GnarJWT
 from .blueprints import GnarBlueprints
+from .cli import gnar_cli
 from .cors import GnarCORS
 from .db import GnarDB
 from .errors import GnarErrors
@@ -21,6 +22,7 @@ from .peer import GnarPeer
 from .ses import GnarSES
 from .sqs import GnarSQS
 from .state import init_state
+from .tracing import GnarTracing
 
 
 def create_app(
@@ -48,6 +50,7 @@ def create_app(
         app.config.update(config)
     app.config["GNAR_ENV_PREFIX"] = env_prefix
     init_state(app, name=name, production=production, port=port, env_prefix=env_prefix)
+    gnar_cli(app)
     signals.preconfig.send(app)
     for extension in extensions_in_seed_order(
         log_level=log_level,
@@ -69,10 +72,11 @@ def extensions_in_seed_order(
     no_db: bool,
     no_jwt: bool,
 ) -> list[GnarExtension]:
-    """configure_logger, argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs, ses."""
+    """configure_logger (then tracing), argon2, database, blueprints, errorhandler, jwt, after_request (CORS), sqs, ses."""
     modules = [blueprint_modules] if isinstance(blueprint_modules, str) else blueprint_modules
     return [
         GnarLogging(level=log_level),
+        GnarTracing(),
         GnarArgon2(),
         *([] if no_db else [GnarDB()]),
         GnarBlueprints(modules=modules),

@@ -13,11 +13,14 @@ from flask.logging import default_handler
 
 from . import signals
 from .config import SECRET_VALUES, Settings, parse_bool, parse_log_level
+from .context import RequestContextFilter
 from .extension import GnarExtension
 from .state import GnarState
 
 DEFAULT_FORMAT = "%(asctime)s %(levelname)-8s %(name)s:%(lineno)d   %(message)s"
 DEFAULT_MSEC_FORMAT = "%s.%03d"
+#: What :class:`~flask_gnar.context.RequestContextFilter` adds to records, in JSON when set.
+CONTEXT_KEYS = ("request_id", "trace_id", "span_id")
 
 
 class StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -43,9 +46,10 @@ class JSONFormatter(logging.Formatter):
             "line": record.lineno,
             "message": record.getMessage(),
         }
-        request_id = getattr(record, "request_id", None)
-        if request_id:
-            entry["request_id"] = request_id
+        for key in CONTEXT_KEYS:
+            value = getattr(record, key, None)
+            if value:
+                entry[key] = value
         if record.exc_info:
             entry["exc_info"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -88,6 +92,7 @@ def install_root_handler(formatter: logging.Formatter) -> logging.Handler:
     handler = StdoutHandler()
     handler.setFormatter(formatter)
     handler.addFilter(MaskSecrets())
+    handler.addFilter(RequestContextFilter())
     root.addHandler(handler)
     return handler
 

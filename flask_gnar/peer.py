@@ -14,16 +14,14 @@ import os
 import re
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from functools import partial
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
 import requests
-from flask import Flask, Response, after_this_request, current_app, g, has_request_context, request
+from flask import Flask, current_app, has_request_context
 from flask_jwt_extended import create_access_token, get_jwt, get_jwt_identity
 from requests.adapters import HTTPAdapter
 from urllib3 import BaseHTTPResponse
@@ -39,13 +37,18 @@ from .config import (
     parse_positive_seconds,
     parse_seconds,
 )
+from .context import (
+    REQUEST_ID_HEADER,
+    current_request_id,
+    install_context_filter,
+    new_request_id,
+)
 from .exceptions import ConfigError, PeerNotFound, PeerTimeout, PeerUnavailable
 from .extension import GnarExtension
 from .state import GnarState, get_state
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_HEADER = "X-Request-ID"
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -58,7 +61,6 @@ parse_retries_int = int_between(0, MAX_RETRIES, limit="urllib3's back-off overfl
 
 _ADDRESS = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]@]+):(?P<port>\d{1,5})/?")
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
-_INCOMING_REQUEST_ID = re.compile(r"[\w.:@/+=-]{1,200}")
 
 
 # --- where a peer lives -------------------------------------------------------------
@@ -207,53 +209,6 @@ def kubernetes_url(stem: str, tried: list[str], notes: list[str]) -> str | None:
     return None
 
 
-# --- request ids ----------------------------------------------------------------------
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def current_request_id() -> str | None:
-    """The id of the request being handled, or ``None`` outside a request.
-
-    Settled on first use (a peer call, a log line): a well-formed incoming
-    ``X-Request-ID`` is reused, else one is made. Requests that never need one
-    pay nothing for it.
-    """
-    if not has_request_context():
-        return None
-    request_id: str | None = g.get("gnar_request_id")
-    if request_id is None:
-        incoming = request.headers.get(REQUEST_ID_HEADER, "")
-        request_id = incoming if _INCOMING_REQUEST_ID.fullmatch(incoming) else new_request_id()
-        g.gnar_request_id = request_id
-        after_this_request(partial(return_request_id, request_id))
-    return request_id
-
-
-def return_request_id(request_id: str, response: Response) -> Response:
-    """The client gets back the id that was used (to find the request in the logs)."""
-    response.headers[REQUEST_ID_HEADER] = request_id
-    return response
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds ``record.request_id`` (the current request's id, ``""`` outside a request)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "request_id", None):
-            record.request_id = current_request_id() or ""
-        return True
-
-
-def install_request_id_filter() -> None:
-    """Our filter on every root handler (once): every library's records get the id."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(existing, RequestIdFilter) for existing in handler.filters):
-            handler.addFilter(RequestIdFilter())
-
-
 # --- the client -----------------------------------------------------------------------
 
 
@@ -361,15 +316,24 @@ class PeerClient:
         """The peer service ``service`` (see :class:`PeerDirectory` for how it is found)."""
         return Peer(self, service, self.directory.find(service))
 
-    def session(self) -> requests.Session:
-        """This thread's session (a new one in a forked child: sockets are not shared)."""
-        holder: ThreadSession | None = getattr(self._local, "holder", None)
+    def session(self, external: bool = False) -> requests.Session:
+        """This thread's session for peers, or for ``gnar.external`` (a new one in a
+        forked child: sockets are not shared)."""
+        name = "external" if external else "peers"
+        holder: ThreadSession | None = getattr(self._local, name, None)
         if holder is None or holder.pid != os.getpid():
-            holder = self._local.holder = ThreadSession(self.new_session())
+            holder = ThreadSession(self.new_session(external))
+            setattr(self._local, name, holder)
         return holder.session
 
-    def new_session(self) -> requests.Session:
+    def new_session(self, external: bool = False) -> requests.Session:
+        """Peer calls stay in the cluster: their session skips requests' per-call look-ups
+        of proxy variables and ``.netrc`` (a third of a call's client time), keeping only
+        the CA bundle variables; ``gnar.external`` calls honour them all."""
         session = requests.Session()
+        if not external:
+            session.trust_env = False
+            session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         session.cookies.set_policy(RejectAllCookies())
         adapter = HTTPAdapter(max_retries=self.retry)
         session.mount("http://", adapter)
@@ -394,7 +358,7 @@ class PeerClient:
         status: int | None = None
         started = time.perf_counter()
         try:
-            response = self.session().request(method, url, **kwargs)
+            response = self.session(service is None).request(method, url, **kwargs)
             status = response.status_code
             return response
         except requests.Timeout as error:
@@ -468,9 +432,14 @@ class Peer:
         if bearer:
             headers["Authorization"] = bearer
         kwargs["headers"] = {**headers, **(kwargs.get("headers") or {})}
-        return self.client.send(
-            self.service, method, self.url_for(path), self.client.timeout, kwargs
-        )
+        url = self.url_for(path)
+        tracing = get_state(self.client.app).tracing
+        if tracing is not None:
+            return tracing.peer_call(
+                self.service, method, url, kwargs["headers"],
+                lambda: self.client.send(self.service, method, url, self.client.timeout, kwargs),
+            )
+        return self.client.send(self.service, method, url, self.client.timeout, kwargs)
 
     def head(self, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("allow_redirects", False)
@@ -565,7 +534,7 @@ class GnarPeer(GnarExtension):
                 default=DEFAULT_BACKOFF_SECONDS,
             ),
         )
-        install_request_id_filter()
+        install_context_filter()
         state.on_stop(client.close)
         state.provide(peer=client.peer, external=client.external)
         return {"timeout": timeout, "retries": client.retry.total}

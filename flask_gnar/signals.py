@@ -37,6 +37,9 @@ sqs_configured = _signals.signal("gnar.sqs-configured")
 ses_configured = _signals.signal("gnar.ses-configured")
 #: GnarPeer is configured. Keyword arguments: ``timeout`` (seconds), ``retries``.
 peer_configured = _signals.signal("gnar.peer-configured")
+#: GnarTracing is configured. Keyword arguments: ``enabled`` (bool), ``service_name``
+#: (the traces' service name, ``None`` when off).
+tracing_configured = _signals.signal("gnar.tracing-configured")
 #: GnarHealth registered its probes. Keyword arguments: ``paths`` (the URL rules).
 health_configured = _signals.signal("gnar.health-configured")
 

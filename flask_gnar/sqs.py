@@ -22,6 +22,7 @@ from flask import Flask
 from . import signals
 from .aws import ClientFactory, SharedClient, resolve_client_settings
 from .config import Settings, int_between, parse_list, parse_str, seconds_between
+from .context import run_traced_callback, traced_message_attributes, with_trace_attribute_names
 from .exceptions import ConfigError, GnarError
 from .extension import GnarExtension
 from .state import GnarState
@@ -127,7 +128,7 @@ class QueueConfig:
             "MaxNumberOfMessages": min(
                 self.max_number_of_messages, max_messages or self.max_number_of_messages
             ),
-            "MessageAttributeNames": self.message_attribute_names,
+            "MessageAttributeNames": with_trace_attribute_names(self.message_attribute_names),
             "ReceiveRequestAttemptId": self.receive_request_attempt_id,
             "VisibilityTimeout": self.visibility_timeout,
             "WaitTimeSeconds": self.wait_time_seconds,
@@ -553,7 +554,9 @@ class SQSPoller:
         """Run one callback in an app context; why it failed, or ``None``."""
         with self.queues.app.app_context():
             try:
-                result = callback(message)
+                result = run_traced_callback(
+                    self.queues.app, self.config.queue_name, callback, message
+                )
             except Exception as error:
                 return Failure("the callback raised", error)
         if result is False:
@@ -819,10 +822,7 @@ def message_entry(
     message_deduplication_id: str | None = None,
     message_group_id: str | None = None,
 ) -> dict[str, Any]:
-    """The SendMessage fields of one message (a SendMessageBatch entry without its ``Id``).
-
-    Every message flask-gnar sends is built here.
-    """
+    """The SendMessage fields of one message (a SendMessageBatch entry without its ``Id``)."""
     values = {
         "message_body": message_body,
         "delay_seconds": delay_seconds,
@@ -833,10 +833,11 @@ def message_entry(
     return {SEND_FIELDS[key]: value for key, value in values.items() if value is not None}
 
 
-def entry_from(item: str | Mapping[str, Any], index: int) -> dict[str, Any]:
-    """One item of ``send_sqs_messages``: a body, or a dict of send_sqs_message's arguments."""
+def send_arguments(item: str | Mapping[str, Any], index: int) -> dict[str, Any]:
+    """One item of ``send_sqs_messages`` (a body, or a dict of send_sqs_message's arguments)
+    as send_sqs_message's arguments."""
     if isinstance(item, str):
-        return message_entry(item)
+        return {"message_body": item}
     if not isinstance(item, Mapping):
         raise TypeError(
             f"send_sqs_messages: message {index} must be a body (str) or a dict of "
@@ -850,7 +851,7 @@ def entry_from(item: str | Mapping[str, Any], index: int) -> dict[str, Any]:
         )
     if not isinstance(item.get("message_body"), str):
         raise ValueError(f"send_sqs_messages: message {index} needs a message_body (a str)")
-    return message_entry(**item)
+    return dict(item)
 
 
 def entry_size(entry: Mapping[str, Any]) -> int:
@@ -954,6 +955,14 @@ class SQSQueues:
         with self._urls_lock:
             self._urls.pop(queue_name, None)
 
+    def _entry(self, queue_name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """One message to send to ``queue_name``, with the trace context when tracing.
+
+        Every message this app sends is built here.
+        """
+        traced = traced_message_attributes(self.app, queue_name, arguments.get("message_attributes"))
+        return message_entry(**{**arguments, "message_attributes": traced})
+
     def _call_queue(self, queue_name: str, call: Callable[[str], Any]) -> Any:
         """``call(url)``; a queue that turned out missing is looked up afresh next time."""
         try:
@@ -973,12 +982,15 @@ class SQSQueues:
         message_group_id: str | None = None,
     ) -> dict[str, Any]:
         """Send ``message_body`` to ``queue_name``; the SendMessage response (``MessageId`` ...)."""
-        entry = message_entry(
-            message_body,
-            delay_seconds,
-            message_attributes,
-            message_deduplication_id,
-            message_group_id,
+        entry = self._entry(
+            queue_name,
+            {
+                "message_body": message_body,
+                "delay_seconds": delay_seconds,
+                "message_attributes": message_attributes,
+                "message_deduplication_id": message_deduplication_id,
+                "message_group_id": message_group_id,
+            },
         )
         response = self._call_queue(
             queue_name, lambda url: self.client.send_message(QueueUrl=url, **entry)
@@ -993,7 +1005,8 @@ class SQSQueues:
         Each message is a body or a dict of :meth:`send_message`'s arguments. Raises
         :class:`BatchSendError` naming each message SQS refused (after sending the rest).
         """
-        entries = [entry_from(item, index) for index, item in enumerate(messages)]
+        arguments = [send_arguments(item, index) for index, item in enumerate(messages)]
+        entries = [self._entry(queue_name, message) for message in arguments]
         results: list[dict[str, Any] | None] = [None] * len(entries)
         refused: list[RefusedMessage] = []
         for chunk in batch_chunks(entries):

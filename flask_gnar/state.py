@@ -15,6 +15,7 @@ from .config import DEFAULT_ENV_PREFIX, Settings, parse_bool, parse_port
 from .exceptions import NotInitialisedError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .context import TraceHooks
     from .extension import GnarExtension
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class GnarState:
     Extensions fill it in with :meth:`provide`; asking for an asset whose
     extension was not initialised raises :class:`NotInitialisedError`.
     """
+
+    #: GnarTracing's hooks for peer calls and SQS messages; ``None`` while tracing is off.
+    tracing: TraceHooks | None = None
 
     def __init__(self, settings: Settings, name: str, production: bool, port: int) -> None:
         self.settings = settings

@@ -48,7 +48,7 @@ def gnar_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
 
 @pytest.fixture(scope="session")
 def gnar_aws() -> Iterator[LocalAWS]:
-    """moto in server mode on 127.0.0.1 for the test session (``reset()`` between tests)."""
+    """moto in server mode on 127.0.0.1 for the test session; ``reset()`` forgets every queue."""
     aws = start_local_aws()
     yield aws
     stop_local_aws(aws)

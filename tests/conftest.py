@@ -17,15 +17,27 @@ pytest_plugins = ["pytester"]
 PACKAGES = Path(__file__).parent / "packages"
 sys.path.insert(0, str(PACKAGES))
 
-SCRUBBED_PREFIXES = ("GNAR_", "AWS_", "MY_APP_", "WERKZEUG_")
+SCRUBBED_PREFIXES = ("GNAR_", "AWS_", "MY_APP_", "WERKZEUG_", "OTEL_")
+
+
+def scrub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(SCRUBBED_PREFIXES) or key.endswith(("_SERVICE_HOST", "_SERVICE_PORT")):
+            monkeypatch.delenv(key)
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No GNAR_*/AWS_* variable from the developer's shell leaks into a test."""
-    for key in list(os.environ):
-        if key.startswith(SCRUBBED_PREFIXES) or key.endswith(("_SERVICE_HOST", "_SERVICE_PORT")):
-            monkeypatch.delenv(key)
+    scrub_environment(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def clean_module_env() -> Iterator[None]:
+    """``clean_env`` for module-scoped fixtures (they are set up before it)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        scrub_environment(monkeypatch)
+        yield
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def wait_for_http(url: str, timeout: float = 20.0, process: subprocess.Popen[str
             raise AssertionError(f"process exited {process.returncode}:\n{output_of(process)}")
         try:
             return requests.get(url, timeout=1)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or slow to start
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer within {timeout}s")
 

@@ -3,6 +3,7 @@
 import importlib
 import itertools
 import logging
+import sys
 import textwrap
 
 import pytest
@@ -118,6 +119,23 @@ def test_the_module_creating_the_app_is_not_run_again(package):
         module = importlib.import_module(f"{name}.app.main")
     assert created == [module.app]
     assert "/api/" in routes(module.app)
+
+
+def test_the_module_that_builds_the_app_is_left_out_when_something_else_builds_it(package):
+    """A test (or ``flask --app``) building the app must not run app/main.py, which builds another."""
+    main = """
+    from flask import Blueprint
+    from flask_gnar import create_app
+    blueprint = Blueprint("main", __name__, url_prefix="/main")
+    app = create_app(__name__.split(".")[0], no_db=True, no_jwt=True)
+    """
+    name = package({"main.py": main, "__main__.py": main, "api.py": GOOD_API.format(name="api")})
+    created = []
+    with signals.preconfig.connected_to(lambda sender: created.append(sender)):
+        application = create_app(name, no_db=True, no_jwt=True)
+    assert created == [application]
+    assert f"{name}.app.main" not in sys.modules and f"{name}.app.__main__" not in sys.modules
+    assert "/api/" in routes(application) and "/main/" not in routes(application)
 
 
 def test_served_with_python_dash_m_the_main_module_is_imported_once():

@@ -156,3 +156,20 @@ def test_bjoern_answers_preflight_and_exposes_the_refreshed_token() -> None:
 
         stranger = requests.get(f"{base}/runs", headers={"Origin": "https://evil.example"}, timeout=5)
         assert "Access-Control-Allow-Origin" not in stranger.headers
+
+
+def test_a_preflight_to_a_url_or_method_the_app_refuses_still_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Browsers turn a preflight that is not 2xx into a network error; the real request answers."""
+    monkeypatch.setenv("GNAR_CORS_ORIGINS", ORIGIN)
+    client = service(production=True).test_client()
+    for path in ("/nowhere", "/runs"):
+        answer = client.options(path, headers=preflight("PATCH"))
+        assert answer.status_code == 200
+        assert answer.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert "PATCH" in answer.headers["Access-Control-Allow-Methods"]
+    assert client.patch("/nowhere", headers={"Origin": ORIGIN}).status_code == 404
+    refused = client.patch("/runs", headers={"Origin": ORIGIN})
+    assert refused.status_code == 405
+    assert refused.headers["Access-Control-Allow-Origin"] == ORIGIN
+    stranger = client.options("/nowhere", headers=preflight("PATCH", "https://evil.example"))
+    assert stranger.status_code == 404 and cors_headers(stranger) == {}

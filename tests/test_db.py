@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import postgres
+import psycopg2.errors
 import pytest
 import requests
 from flask import Flask, jsonify, request
@@ -132,6 +133,37 @@ def test_an_error_in_a_transaction_rolls_it_back(gnar_postgres: EmbeddedPostgres
             cursor.run("INSERT INTO passes VALUES ('ana')")
             raise ZeroDivisionError
     assert db.all("SELECT holder FROM passes") == []
+
+
+def test_run_one_and_all_are_each_their_own_transaction(gnar_postgres: EmbeddedPostgres) -> None:
+    """One statement in autocommit mode: atomic, committed on return, and the same
+    pooled connection still gives get_cursor() a transaction that rolls back."""
+    db = get_state(db_app(**gnar_postgres.config, GNAR_PG_MAX_CONNECTIONS=1)).db
+    db.run("CREATE TABLE IF NOT EXISTS chairs (n int UNIQUE)")
+    db.run("TRUNCATE chairs")
+    with pytest.raises(psycopg2.errors.UniqueViolation):
+        db.run("INSERT INTO chairs VALUES (1); INSERT INTO chairs VALUES (1)")
+    assert db.all("SELECT n FROM chairs") == []
+    assert db.one("INSERT INTO chairs VALUES (2) RETURNING n") == 2
+    other = postgres.Postgres(gnar_postgres.uri, minconn=0, maxconn=1)
+    try:
+        assert other.all("SELECT n FROM chairs") == [2]
+    finally:
+        other.pool.clear()
+
+    with pytest.raises(ZeroDivisionError):
+        with db.get_cursor() as cursor:
+            cursor.run("INSERT INTO chairs VALUES (3)")
+            raise ZeroDivisionError
+    with db.get_cursor() as cursor:
+        cursor.run("INSERT INTO chairs VALUES (4)")
+    assert db.all("SELECT n FROM chairs ORDER BY n") == [2, 4]
+    db.run("VACUUM chairs")  # refused inside a transaction block; a statement of its own runs it
+
+    db.readonly = True  # postgres.py's switch: every statement in a read-only transaction
+    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+        db.run("INSERT INTO chairs VALUES (5)")
+    assert db.one("SELECT count(*) FROM chairs") == 2
 
 
 def test_configured_signal_publishes_the_database(gnar_postgres: EmbeddedPostgres) -> None:

@@ -472,6 +472,21 @@ def test_calls_reuse_one_connection_per_thread(summit: Service) -> None:
     assert threaded_connections == 3
 
 
+def test_peer_calls_skip_proxy_variables_and_external_calls_honour_them(
+    summit: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY points at a forwarder to the service: only external calls go through it."""
+    with CountingProxy(summit.port) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.address}")
+        monkeypatch.setenv("NO_PROXY", "")
+        app = make_caller(GNAR_PEER_SUMMIT_URL=summit.url)
+        with app.app_context():
+            assert gnar.peer("summit").get("/hits/direct").status_code == 200
+            assert proxy.accepted == 0
+            assert gnar.external.get(f"{summit.url}/hits/proxied").status_code == 200
+            assert proxy.accepted == 1
+
+
 def test_stopping_the_app_closes_pooled_connections(summit: Service) -> None:
     with CountingProxy(summit.port) as proxy:
         app = make_caller(GNAR_PEER_SUMMIT_URL=f"http://{proxy.address}")

@@ -56,6 +56,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "PG_MIN_CONNECTIONS": ["one", "-1", PAST_MAX_BACKENDS],
     "PG_MAX_CONNECTIONS": ["ten", "0", PAST_MAX_BACKENDS],
     "PG_PORT": ["5432x", "0", "99999"],
+    "PG_MIGRATE": ["sometimes"],
     # errors
     "SEED_ERROR_STATUS": ["perhaps"],
     "ERROR_TRACEBACK": ["2"],
@@ -76,6 +77,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "PEER_BACKOFF_SECONDS": ["tiny", "-0.5", PAST_THREAD_WAITS],
     # health
     "HEALTH_ENABLED": ["perhaps"],
+    # tracing
+    "TRACING": ["perhaps", "2"],
     # serve: read by serve(), before it opens the socket
     "WORKERS": ["two", "0", "1025", "99999999999999999999"],
     "SHUTDOWN_GRACE_SECONDS": ["long", "-1", PAST_THREAD_WAITS],

@@ -1,0 +1,563 @@
+"""GnarTracing's lean spans and their OTLP/HTTP export (imported only when tracing is on).
+
+OpenTelemetry's SDK span costs about 25 µs to start and end and its OTLP encoder
+about 27 µs a span, more than a whole request of a small Flask route on bjoern.
+flask-gnar's spans implement the OpenTelemetry API's :class:`~opentelemetry.trace.Span`
+(so ``trace.get_current_span()``, propagators and log correlation see them) with
+none of the SDK's per-attribute checks and locks; the SDK's samplers, id
+generator and resource detection are used as they are. Ended spans wait in a
+per-process buffer; a thread of that process encodes them straight to OTLP
+protobuf and posts them (``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_*`` apply).
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import logging
+import os
+import struct
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import unquote
+
+import requests
+from opentelemetry import trace
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    InstrumentationScope,
+    KeyValue,
+)
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource as PBResource
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+from opentelemetry.util import types
+
+from .exceptions import ConfigError
+
+log = logging.getLogger(__name__)
+
+SpanSink = Callable[["LeanSpan"], None]
+DEFAULT_ENDPOINT = "http://localhost:4318/v1/traces"
+
+
+# --- the span ---------------------------------------------------------------------------
+
+
+class LeanSpan(trace.Span):
+    """A recording span: plain fields, handed to ``sink`` once when it ends."""
+
+    __slots__ = (
+        "name", "context", "parent_id", "kind", "attributes", "events", "start_time",
+        "end_time", "error", "status_message", "_sink",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent_id: int,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        sink: SpanSink,
+    ) -> None:
+        self.name = name
+        self.context = context
+        self.parent_id = parent_id
+        self.kind = kind
+        self.attributes = attributes
+        self.events: list[tuple[str, Mapping[str, Any], int]] = []
+        self.start_time = time.time_ns()
+        self.end_time: int | None = None
+        self.error = False
+        self.status_message = ""
+        self._sink = sink
+
+    def get_span_context(self) -> SpanContext:
+        return self.context
+
+    def is_recording(self) -> bool:
+        return self.end_time is None
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        if self.end_time is None:
+            self.attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, types.AnyValue]) -> None:
+        if self.end_time is None:
+            self.attributes.update(attributes)
+
+    def add_event(
+        self, name: str, attributes: types.Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self.end_time is None:
+            self.events.append((name, dict(attributes or {}), timestamp or time.time_ns()))
+
+    def update_name(self, name: str) -> None:
+        if self.end_time is None:
+            self.name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self.end_time is not None:
+            return
+        code = status.status_code if isinstance(status, Status) else status
+        if isinstance(status, Status):
+            description = status.description
+        if code is StatusCode.ERROR:
+            self.error, self.status_message = True, description or ""
+        elif code is StatusCode.OK:
+            self.error, self.status_message = False, ""
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: types.Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        self.add_event(
+            "exception",
+            {
+                "exception.type": type(exception).__qualname__,
+                "exception.message": str(exception),
+                "exception.stacktrace": "".join(traceback.format_exception(exception)),
+                **(attributes or {}),
+            },
+            timestamp,
+        )
+
+    def end(self, end_time: int | None = None) -> None:
+        if self.end_time is None:
+            self.end_time = end_time or time.time_ns()
+            self._sink(self)
+
+    def __repr__(self) -> str:
+        return f"<LeanSpan {self.name!r} {self.context.trace_id:032x}/{self.context.span_id:016x}>"
+
+
+class LeanTracer:
+    """Starts spans with the SDK's sampler and id generator; ended spans go to ``sink``."""
+
+    def __init__(self, sampler: Sampler, sink: SpanSink) -> None:
+        self.sampler = sampler
+        self.sink = sink
+        self.ids = RandomIdGenerator()
+
+    def start_span(
+        self,
+        name: str,
+        context: Any = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> trace.Span:
+        """A span whose parent is the span in ``context`` (default: the current one)."""
+        parent = trace.get_current_span(context).get_span_context()
+        if parent.is_valid:
+            trace_id, parent_id, trace_state = parent.trace_id, parent.span_id, parent.trace_state
+        else:
+            trace_id, parent_id, trace_state = self.ids.generate_trace_id(), 0, TraceState()
+        decision = self.sampler.should_sample(context, trace_id, name, kind, attributes)
+        sampled = decision.decision is Decision.RECORD_AND_SAMPLE
+        span_context = SpanContext(
+            trace_id,
+            self.ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0),
+            trace_state=decision.trace_state if decision.trace_state is not None else trace_state,
+        )
+        if decision.decision is Decision.DROP:
+            return NonRecordingSpan(span_context)
+        span_attributes = dict(attributes or {})
+        if decision.attributes:
+            span_attributes.update(decision.attributes)
+        return LeanSpan(name, span_context, parent_id, kind, span_attributes, self.sink)
+
+    @contextmanager
+    def start_as_current_span(
+        self,
+        name: str,
+        context: Any = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Iterator[trace.Span]:
+        """The span, current while the block runs; an exception is recorded and re-raised."""
+        span = self.start_span(name, context, kind, attributes)
+        with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
+            try:
+                yield span
+            except BaseException as error:
+                if span.is_recording():
+                    span.record_exception(error)
+                    span.set_attribute("error.type", type(error).__qualname__)
+                    span.set_status(Status(StatusCode.ERROR, str(error)))
+                raise
+
+
+# --- the buffer and its export thread --------------------------------------------------
+
+
+def env_int(name: str, default: int, low: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise ConfigError(name, f"expected a whole number of at least {low}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """``OTEL_BSP_*``: how long spans wait and how many are sent at once."""
+
+    schedule_delay_millis: int = 5000
+    max_queue_size: int = 2048
+    max_export_batch_size: int = 512
+    export_timeout_millis: int = 30000
+
+    @classmethod
+    def from_environment(cls) -> BatchSettings:
+        settings = cls(
+            schedule_delay_millis=env_int("OTEL_BSP_SCHEDULE_DELAY", 5000, low=1),
+            max_queue_size=env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048, low=1),
+            max_export_batch_size=env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, low=1),
+            export_timeout_millis=env_int("OTEL_BSP_EXPORT_TIMEOUT", 30000, low=1),
+        )
+        if settings.max_export_batch_size > settings.max_queue_size:
+            raise ConfigError(
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+                f"must not exceed OTEL_BSP_MAX_QUEUE_SIZE ({settings.max_queue_size})",
+            )
+        return settings
+
+
+Item = TypeVar("Item")
+
+
+class SpanBuffer(Generic[Item]):
+    """Ended spans of one process (as ``prepare`` makes them), exported in batches by a
+    thread of that process. Past ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting, spans are dropped."""
+
+    def __init__(
+        self,
+        prepare: Callable[[LeanSpan], Item],
+        export: Callable[[list[Item]], None],
+        settings: BatchSettings,
+    ) -> None:
+        self.prepare = prepare
+        self.export = export
+        self.settings = settings
+        self.dropped = 0
+        self._items: collections.deque[Item] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._idle = threading.Condition()
+        self._exporting = False
+        self._flushing = False
+        self._thread = threading.Thread(target=self._run, name="gnar-span-export", daemon=True)
+        self._thread.start()
+
+    def add(self, span: LeanSpan) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        items = self._items
+        if len(items) >= self.settings.max_queue_size:
+            self.dropped += 1
+            return
+        items.append(self.prepare(span))
+        if len(items) == self.settings.max_export_batch_size:
+            self._wake.set()
+
+    def _run(self) -> None:
+        delay = self.settings.schedule_delay_millis / 1000
+        while not self._stopping:
+            woken = self._wake.wait(delay)
+            self._wake.clear()
+            flushing, self._flushing = self._flushing, False
+            # woken by a full batch: send full batches only (a partial one waits for
+            # the timer, or every few spans that end meanwhile would cost a request)
+            self._export_pending(everything=flushing or not woken)
+        self._export_pending(everything=True)
+
+    def _export_pending(self, everything: bool) -> None:
+        with self._idle:
+            self._exporting = True
+        size = self.settings.max_export_batch_size
+        try:
+            remaining = len(self._items) if everything else 0
+            while remaining > 0 or len(self._items) >= size:
+                batch: list[Item] = []
+                while self._items and len(batch) < size:
+                    batch.append(self._items.popleft())
+                remaining -= len(batch)
+                try:
+                    self.export(batch)
+                except Exception:
+                    log.warning("exporting %d span(s) failed", len(batch), exc_info=True)
+        finally:
+            with self._idle:
+                self._exporting = False
+                self._idle.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Export what is buffered now; ``False`` if it took longer than ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self._items or self._exporting:
+            self._flushing = True
+            self._wake.set()
+            with self._idle:
+                self._idle.wait(0.05)
+            if time.monotonic() > deadline:
+                return False
+        return True
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+# --- OTLP/HTTP protobuf ----------------------------------------------------------------
+# A span is encoded when it ends, into the bytes of one OTLP ``Span`` message, so the
+# buffer holds bytes (nothing for the garbage collector to walk) and a batch is those
+# bytes behind one envelope. Field numbers: opentelemetry/proto/trace/v1/trace.proto.
+
+
+def varint(number: int) -> bytes:
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def length_delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + varint(len(payload)) + payload
+
+
+def any_value(value: Any) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, (list, tuple)):
+        return AnyValue(array_value=ArrayValue(values=[any_value(item) for item in value]))
+    return AnyValue(string_value=str(value))
+
+
+TRACE_ID, SPAN_ID, TRACE_STATE, PARENT_ID, NAME = b"\x0a", b"\x12", b"\x1a", b"\x22", b"\x2a"
+KIND, START, END, ATTRIBUTE, EVENT, STATUS = b"\x30", b"\x39", b"\x41", b"\x4a", b"\x5a", b"\x7a"
+FLAGS = b"\x85\x01"  # field 16, fixed32
+FIRST, SECOND = b"\x0a", b"\x12"  # fields 1 and 2 of the envelope messages
+TIMES = struct.Struct("<Q")
+ERROR_STATUS_CODE = trace_pb2.Status.STATUS_CODE_ERROR
+
+
+class SpanEncoder:
+    """Spans to OTLP protobuf; attribute pairs that repeat (the method, the route, the
+    status) are encoded once and reused."""
+
+    CACHE_LIMIT = 4096
+
+    def __init__(self, resource: Resource, scope_name: str) -> None:
+        self._pairs: dict[tuple[str, type, Any], bytes] = {}
+        resource_message = PBResource(
+            attributes=[KeyValue(key=k, value=any_value(v)) for k, v in resource.attributes.items()]
+        )
+        self._resource = length_delimited(FIRST, resource_message.SerializeToString())
+        self._scope = length_delimited(FIRST, InstrumentationScope(name=scope_name).SerializeToString())
+
+    def attribute(self, key: str, value: Any) -> bytes:
+        if not isinstance(value, (str, bool, int, float)):
+            return length_delimited(ATTRIBUTE, KeyValue(key=key, value=any_value(value)).SerializeToString())
+        cache_key = (key, type(value), value)
+        encoded = self._pairs.get(cache_key)
+        if encoded is None:
+            if len(self._pairs) >= self.CACHE_LIMIT:
+                self._pairs.clear()
+            pair = KeyValue(key=key, value=any_value(value)).SerializeToString()
+            encoded = self._pairs[cache_key] = length_delimited(ATTRIBUTE, pair)
+        return encoded
+
+    def span(self, span: LeanSpan) -> bytes:
+        """One ``Span`` message, length-prefixed as a ``ScopeSpans.spans`` entry."""
+        context = span.context
+        parts = [
+            TRACE_ID, b"\x10", context.trace_id.to_bytes(16, "big"),
+            SPAN_ID, b"\x08", context.span_id.to_bytes(8, "big"),
+        ]
+        if context.trace_state:
+            parts.append(length_delimited(TRACE_STATE, context.trace_state.to_header().encode()))
+        if span.parent_id:
+            parts += [PARENT_ID, b"\x08", span.parent_id.to_bytes(8, "big")]
+        parts += [
+            length_delimited(NAME, span.name.encode()),
+            KIND, varint(span.kind.value + 1),  # OTLP counts from UNSPECIFIED = 0
+            START, TIMES.pack(span.start_time),
+            END, TIMES.pack(span.end_time or span.start_time),
+        ]
+        attribute = self.attribute
+        parts += [attribute(key, value) for key, value in span.attributes.items()]
+        for name, attributes, timestamp in span.events:
+            event = trace_pb2.Span.Event(
+                name=name,
+                time_unix_nano=timestamp,
+                attributes=[KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()],
+            )
+            parts.append(length_delimited(EVENT, event.SerializeToString()))
+        if span.error:
+            status = trace_pb2.Status(code=ERROR_STATUS_CODE, message=span.status_message)
+            parts.append(length_delimited(STATUS, status.SerializeToString()))
+        parts += [FLAGS, int(context.trace_flags).to_bytes(4, "little")]
+        return length_delimited(SECOND, b"".join(parts))
+
+    def request(self, encoded_spans: list[bytes]) -> bytes:
+        """An ``ExportTraceServiceRequest`` of spans encoded by :meth:`span`."""
+        scope_spans = self._scope + b"".join(encoded_spans)
+        resource_spans = self._resource + length_delimited(SECOND, scope_spans)
+        return length_delimited(FIRST, resource_spans)
+
+
+def otlp_variable(name: str) -> tuple[str, str]:
+    """``OTEL_EXPORTER_OTLP_TRACES_<NAME>``, else ``OTEL_EXPORTER_OTLP_<NAME>``: (variable, value)."""
+    for variable in (f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return variable, value
+    return "", ""
+
+
+def otlp_endpoint() -> str:
+    variable, value = otlp_variable("ENDPOINT")
+    if not value:
+        return DEFAULT_ENDPOINT
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(variable, f"expected an http:// or https:// URL, got {value!r}")
+    if variable == "OTEL_EXPORTER_OTLP_ENDPOINT":
+        return value.rstrip("/") + "/v1/traces"
+    return value
+
+
+def otlp_headers() -> dict[str, str]:
+    variable, value = otlp_variable("HEADERS")
+    headers = {}
+    for pair in filter(None, (item.strip() for item in value.split(","))):
+        key, equals, header_value = pair.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(variable, f"expected key=value pairs separated by commas, got {pair!r}")
+        headers[unquote(key.strip())] = unquote(header_value.strip())
+    return headers
+
+
+def otlp_timeout() -> float:
+    variable, value = otlp_variable("TIMEOUT")
+    if not value:
+        return 10.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise ConfigError(variable, f"expected a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def otlp_compression() -> bool:
+    variable, value = otlp_variable("COMPRESSION")
+    if value not in ("", "none", "gzip"):
+        raise ConfigError(variable, f"expected gzip or none, got {value!r}")
+    return value == "gzip"
+
+
+class OTLPHTTPExport:
+    """Posts batches to the OTLP/HTTP endpoint (protobuf), from the export thread only."""
+
+    @staticmethod
+    def check_settings() -> None:
+        """Fail at start-up on a malformed ``OTEL_EXPORTER_OTLP_*`` value."""
+        otlp_endpoint(), otlp_headers(), otlp_timeout(), otlp_compression()
+
+    def __init__(self, encoder: SpanEncoder) -> None:
+        self.encoder = encoder
+        self.endpoint = otlp_endpoint()
+        self.headers = {"Content-Type": "application/x-protobuf", **otlp_headers()}
+        self.timeout = otlp_timeout()
+        self.gzip = otlp_compression()
+        if self.gzip:
+            self.headers["Content-Encoding"] = "gzip"
+        self._session: requests.Session | None = None
+        self._failing = False
+
+    def __call__(self, spans: list[bytes]) -> None:
+        body = self.encoder.request(spans)
+        if self.gzip:
+            body = gzip.compress(body)
+        if self._session is None:
+            self._session = requests.Session()
+        try:
+            response = self._session.post(self.endpoint, data=body, headers=self.headers, timeout=self.timeout)
+            ok, reason = response.status_code < 300, f"HTTP {response.status_code}"
+        except requests.RequestException as error:
+            ok, reason = False, str(error)
+        if not ok and not self._failing:
+            log.warning("could not export %d span(s) to %s: %s", len(spans), self.endpoint, reason)
+        self._failing = not ok
+
+
+class ConsoleExport:
+    """``OTEL_TRACES_EXPORTER=console``: the SDK's console exporter, on SDK spans."""
+
+    def __init__(self, resource: Resource, scope_name: str) -> None:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope as Scope
+
+        self.resource = resource
+        self.scope = Scope(scope_name)
+        self.exporter = ConsoleSpanExporter()
+
+    def __call__(self, spans: list[LeanSpan]) -> None:
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+
+        self.exporter.export([
+            ReadableSpan(
+                name=span.name,
+                context=span.context,
+                parent=SpanContext(span.context.trace_id, span.parent_id, False) if span.parent_id else None,
+                resource=self.resource,
+                attributes=span.attributes,
+                events=[Event(name, attributes, timestamp) for name, attributes, timestamp in span.events],
+                kind=span.kind,
+                status=Status(StatusCode.ERROR, span.status_message) if span.error else Status(),
+                start_time=span.start_time,
+                end_time=span.end_time,
+                instrumentation_scope=self.scope,
+            )
+            for span in spans
+        ])

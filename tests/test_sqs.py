@@ -20,7 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 from flask import Flask, current_app, has_app_context, has_request_context
 
-from flask_gnar import ConfigError, GnarSQS, create_app, get_state, gnar, signals
+from flask_gnar import ConfigError, GnarSQS, GnarTracing, create_app, get_state, gnar, signals
 from flask_gnar.sqs import Backoff, BatchSendError, PoisonMessage, SQSQueues
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
 
@@ -773,9 +773,9 @@ def test_send_sqs_messages_refuses_malformed_entries_before_sending(aws, new_que
     assert batches == []
 
 
-def drain_messages(sqs: Any, url: str) -> list[dict[str, Any]]:
+def drain_messages(sqs: Any, url: str, **receive: Any) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
-    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, **receive).get("Messages", []):
         messages += batch
         sqs.delete_message_batch(
             QueueUrl=url,
@@ -793,3 +793,22 @@ def test_a_bad_gnar_sqs_concurrency_stops_start_up_by_name(aws, monkeypatch, val
     monkeypatch.setenv("GNAR_SQS_CONCURRENCY", value)
     with pytest.raises(ConfigError, match="^GNAR_SQS_CONCURRENCY: "):
         create_app("snowy", no_db=True, no_jwt=True, sqs={"queue_name": "q", "callback": print})
+
+
+def test_send_sqs_messages_carries_the_trace_context_when_tracing(aws, sqs, new_queue, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    name, url = new_queue()
+    app = Flask("traced_sender")
+    GnarTracing(app, enabled=True)
+    GnarSQS(app)
+    state = get_state(app)
+    state.start()
+    try:
+        with app.app_context():
+            gnar.send_sqs_messages(name, [f"traced-{index}" for index in range(12)])
+    finally:
+        state.stop()
+    received = drain_messages(sqs, url, MessageAttributeNames=["All"])
+    parents = [message["MessageAttributes"]["traceparent"]["StringValue"] for message in received]
+    assert len(parents) == 12
+    assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", parent) for parent in parents)

@@ -33,6 +33,7 @@ ASSET_OWNERS = {
     "get_ses_client": "GnarSES",
     "send_email": "GnarSES",
     "send_sqs_message": "GnarSQS",
+    "send_sqs_messages": "GnarSQS",
     "sqs": "GnarSQS",
     "peer": "GnarPeer",
     "external": "GnarPeer",

@@ -20,7 +20,7 @@ import pytest
 import requests
 from flask import Flask
 
-from aws_support import aws  # noqa: F401 (fixture)
+from aws_support import EndpointGate, aws  # noqa: F401 (fixture)
 from db_support import OwnPostgres, start_own_postgres, stop_own_postgres
 from flask_gnar import GnarPeer, GnarSQS, PeerTimeout, get_state, gnar, signals
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
@@ -177,9 +177,13 @@ class Sender:
                 return
 
 
+CONCURRENCIES = pytest.mark.parametrize("concurrency", [1, 4], ids=["concurrency-1", "concurrency-4"])
+
+
 @pytest.mark.slow
+@CONCURRENCIES
 def test_sqs_endpoint_outage_every_message_is_handled_exactly_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, concurrency: int
 ) -> None:
     """moto stops (and forgets everything) and comes back on the same port; the queue is
     created again, as a restored endpoint would have it."""
@@ -192,7 +196,10 @@ def test_sqs_endpoint_outage_every_message_is_handled_exactly_once(
     url = direct.create_queue(QueueName=name)["QueueUrl"]
     handled = Handled()
     app = Flask("outage")
-    app.config.update(GNAR_SQS_BACKOFF_SECONDS=0.05, GNAR_SQS_BACKOFF_MAX_SECONDS=0.3)
+    app.config.update(
+        GNAR_SQS_BACKOFF_SECONDS=0.05, GNAR_SQS_BACKOFF_MAX_SECONDS=0.3,
+        GNAR_SQS_CONCURRENCY=concurrency,
+    )
     GnarSQS(app, queues={"queue_name": name, "callback": handled, "wait_time_seconds": 1})
     deleted: list[str] = []
     signals.sqs_message_handled.connect(
@@ -231,6 +238,135 @@ def test_sqs_endpoint_outage_every_message_is_handled_exactly_once(
 
 
 
+class HeldUntilCut(Handled):
+    """Records each message once its callback may finish: after the endpoint was cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.cut = threading.Event()
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        self.started.set()
+        assert self.cut.wait(DEADLINE)
+        super().__call__(message)
+
+
+@dataclass
+class CutScene:
+    """Ten messages on a moto behind an EndpointGate, polled by an app until the test cuts it."""
+
+    gate: EndpointGate
+    direct: Any
+    url: str
+    sent: set[str]
+    callback: HeldUntilCut
+    state: Any
+    deleted: list[str]
+
+    def cut_while_in_hand(self) -> None:
+        """Shut the gate while callbacks run, let them finish, see the deletes fail twice."""
+        assert self.callback.started.wait(DEADLINE), "a batch in hand"
+        self.gate.shut()
+        self.callback.cut.set()
+        wait_until(lambda: len(self.callback.ids()) == 10, what="every callback finished")
+
+
+@pytest.fixture
+def cut_scene(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    server = start_local_aws()
+    gate = EndpointGate(int(server.endpoint_url.rsplit(":", 1)[1]))
+    for key, value in {**server.env, "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    direct = boto3.client("sqs")
+    scenes: list[CutScene] = []
+
+    def build(concurrency: int, visibility_timeout: int = 30) -> CutScene:
+        name = f"gnar-cut-{uuid.uuid4().hex[:8]}"
+        url = direct.create_queue(
+            QueueName=name, Attributes={"VisibilityTimeout": str(visibility_timeout)}
+        )["QueueUrl"]
+        entries = [{"Id": str(i), "MessageBody": f"cut-{i}"} for i in range(10)]
+        sent = {r["MessageId"] for r in direct.send_message_batch(QueueUrl=url, Entries=entries)["Successful"]}
+        app = Flask("cut")
+        app.config.update(
+            GNAR_SQS_ENDPOINT_URL=gate.endpoint_url, GNAR_SQS_CONCURRENCY=concurrency,
+            GNAR_SQS_BACKOFF_SECONDS=0.05, GNAR_SQS_BACKOFF_MAX_SECONDS=0.3,
+        )
+        callback = HeldUntilCut()
+        GnarSQS(app, queues={"queue_name": name, "callback": callback, "wait_time_seconds": 1})
+        deleted: list[str] = []
+        signals.sqs_message_handled.connect(
+            lambda sender, message, **kw: deleted.append(message["MessageId"]), sender=app, weak=False
+        )
+        scene = CutScene(gate, direct, url, sent, callback, get_state(app), deleted)
+        scenes.append(scene)
+        caplog.set_level(logging.WARNING, logger="flask_gnar.sqs")
+        scene.state.start()
+        return scene
+
+    try:
+        yield build
+    finally:
+        for scene in scenes:
+            scene.state.stop()
+        gate.shut()
+        stop_local_aws(server)
+
+
+@pytest.mark.slow
+@CONCURRENCIES
+def test_sqs_cut_while_a_batch_is_in_hand_loses_nothing_and_handles_nothing_twice(
+    cut_scene: Any, caplog: pytest.LogCaptureFixture, concurrency: int
+) -> None:
+    """The endpoint goes away (keeping its state) while callbacks run: their deletes fail,
+    are retried while the heartbeat keeps the messages invisible, and succeed once it is
+    back, well within the visibility timeout."""
+    scene = cut_scene(concurrency)
+    scene.cut_while_in_hand()
+    wait_until(lambda: caplog.text.count("could not delete") >= 2, what="deletes retried")
+    assert scene.deleted == [] and queue_count(scene.direct, scene.url) == 10, "nothing deleted while cut"
+    scene.gate.reopen()
+    wait_until(lambda: len(scene.deleted) == 10 and queue_count(scene.direct, scene.url) == 0,
+               what="the deletes once the endpoint is back")
+    assert scene.state.sqs.stop_pollers(timeout=DEADLINE)
+
+    assert scene.callback.ids() == Counter(scene.sent), "each message handled exactly once, none lost"
+    assert Counter(scene.deleted) == Counter(scene.sent), "each deleted once"
+    assert "they stay invisible" in caplog.text
+    assert "will be delivered again" not in caplog.text and "will come back" not in caplog.text
+
+
+@pytest.mark.slow
+def test_sqs_cut_past_the_stop_deadline_keeps_the_handled_messages_on_the_queue(
+    cut_scene: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    scene = cut_scene(4)
+    scene.cut_while_in_hand()
+    wait_until(lambda: "could not delete" in caplog.text, what="a failed delete")
+    assert scene.state.sqs.stop_pollers(timeout=1.0) is False
+    wait_until(lambda: "10 handled message(s) could not be deleted before the stop deadline"
+               in caplog.text, what="the keeper giving up at the deadline")
+    scene.gate.reopen()
+    assert scene.deleted == [] and queue_count(scene.direct, scene.url) == 10, "nothing lost"
+
+
+@pytest.mark.slow
+def test_sqs_cut_longer_than_the_visibility_timeout_is_at_least_once(
+    cut_scene: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Documented: once the heartbeat cannot extend them, the handled messages are let go."""
+    scene = cut_scene(4, visibility_timeout=2)
+    scene.cut_while_in_hand()
+    wait_until(lambda: caplog.text.count("was handled but not deleted") == 10,
+               what="the messages let go once their visibility ran out")
+    scene.gate.reopen()
+    wait_until(lambda: len(scene.deleted) == 10 and queue_count(scene.direct, scene.url) == 0,
+               what="the second delivery handled and deleted")
+    assert scene.callback.ids() == Counter({message_id: 2 for message_id in scene.sent})
+
 
 # --- a callback slower than the visibility timeout -----------------------------------------
 
@@ -246,13 +382,15 @@ def sqs_queue(aws: LocalAWS) -> Any:
 
 
 @pytest.mark.slow
+@CONCURRENCIES
 def test_a_callback_slower_than_the_visibility_timeout_runs_once_across_two_workers(
-    aws: LocalAWS, sqs_queue: Any, tmp_path: Path
+    aws: LocalAWS, sqs_queue: Any, tmp_path: Path, concurrency: int
 ) -> None:
     sqs, name, url = sqs_queue(VisibilityTimeout="2")
     ledger = Ledger(tmp_path / "ledger")
     service = start_hardy(
-        GNAR_WORKERS="2", HARDY_QUEUE=name, HARDY_LEDGER=str(ledger.path), **aws.env
+        GNAR_WORKERS="2", HARDY_QUEUE=name, HARDY_LEDGER=str(ledger.path),
+        GNAR_SQS_CONCURRENCY=str(concurrency), **aws.env
     )
     try:
         worker_pids(service, 2)
@@ -269,14 +407,15 @@ def test_a_callback_slower_than_the_visibility_timeout_runs_once_across_two_work
 
 
 @pytest.mark.slow
+@CONCURRENCIES
 def test_sigterm_during_a_burst_drops_no_request_and_loses_no_message(
-    aws: LocalAWS, sqs_queue: Any, tmp_path: Path
+    aws: LocalAWS, sqs_queue: Any, tmp_path: Path, concurrency: int
 ) -> None:
     sqs, name, url = sqs_queue()
     ledger = Ledger(tmp_path / "ledger")
     service = start_hardy(
         GNAR_WORKERS="2", GNAR_SHUTDOWN_GRACE_SECONDS="15", HARDY_QUEUE=name,
-        HARDY_LEDGER=str(ledger.path), **aws.env,
+        HARDY_LEDGER=str(ledger.path), GNAR_SQS_CONCURRENCY=str(concurrency), **aws.env,
     )
     worker_pids(service, 2)
     sent: dict[str, str] = {}

@@ -69,6 +69,7 @@ BAD_VALUES: dict[str, list[str]] = {
     "SQS_BACKOFF_SECONDS": ["short", "0", PAST_THREAD_WAITS, "inf"],
     "SQS_BACKOFF_MAX_SECONDS": ["long", "-1", PAST_THREAD_WAITS],
     "SQS_STOP_TIMEOUT_SECONDS": ["soon", "-1", PAST_THREAD_WAITS, "nan"],
+    "SQS_CONCURRENCY": ["many", "0", "1.5", "1001"],
     # peer
     "PEER_TIMEOUT_SECONDS": ["ten", "0", PAST_THREAD_WAITS],
     "EXTERNAL_TIMEOUT_SECONDS": ["ten", "-1", "1e12"],
@@ -231,6 +232,8 @@ def test_a_bad_serving_value_stops_serve_before_it_listens(name: str, value: str
         ("max_number_of_messages", 11),
         ("visibility_timeout", 43201),
         ("wait_time_seconds", 21),
+        ("concurrency", 1001),
+        ("max_receive_count", 1001),
     ],
 )
 def test_a_queue_entry_out_of_range_stops_start_up_naming_the_key(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from itertools import islice
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -16,8 +20,8 @@ import pytest
 from botocore.exceptions import ClientError
 from flask import Flask, current_app, has_app_context, has_request_context
 
-from flask_gnar import ConfigError, GnarSQS, create_app, get_state, signals
-from flask_gnar.sqs import Backoff, SQSQueues
+from flask_gnar import ConfigError, GnarSQS, GnarTracing, create_app, get_state, gnar, signals
+from flask_gnar.sqs import Backoff, BatchSendError, PoisonMessage, SQSQueues
 from flask_gnar.testing import LocalAWS, free_port, start_local_aws, stop_local_aws
 
 from aws_support import aws, queue_count  # noqa: F401 (fixture)
@@ -401,6 +405,10 @@ def test_queue_urls_are_cached_per_app(aws, sqs, new_queue):
         ({"queue_name": "q", "callback": print, "wait_time_seconds": 21}, "sqs.wait_time_seconds: expected a whole number from 0 to 20"),
         ({"queue_name": "q", "callback": print, "max_number_of_messages": 0}, "sqs.max_number_of_messages: expected a whole number from 1 to 10"),
         ({"queue_name": "q", "callback": print, "interval_seconds": -1}, "sqs.interval_seconds: expected a number of at least 0"),
+        ({"queue_name": "q", "callback": print, "concurrency": 0}, "sqs.concurrency: expected a whole number from 1 to 1000"),
+        ({"queue_name": "q", "callback": print, "max_receive_count": 0}, "sqs.max_receive_count: expected a whole number from 1 to 1000"),
+        ({"queue_name": "q", "callback": print, "on_poison": print}, "sqs.on_poison: needs max_receive_count"),
+        ({"queue_name": "q", "callback": print, "max_receive_count": 3, "on_poison": 1}, "sqs.on_poison: expected a function"),
         ("q", "sqs: expected a dict or a list of dicts"),
     ],
 )
@@ -452,3 +460,355 @@ def test_served_app_polls_in_its_own_process_and_stops_on_sigterm(aws, sqs, new_
         output = stop(process)
     assert f"Polling SQS queue {inbox}" in output
     assert f"Stopped polling SQS queue {inbox}" in output
+
+
+# --- concurrency, FIFO order, poison messages ------------------------------------------
+
+
+class InFlight:
+    """A callback that records how many callbacks run at once, and for which FIFO groups.
+
+    Each call waits until ``gate`` is set (or ``hold`` seconds pass, to let others start).
+    """
+
+    def __init__(self, hold: float = 0.0) -> None:
+        self.hold = hold
+        self.gate = threading.Event()
+        self.lock = threading.Lock()
+        self.running: list[str] = []
+        self.peak = 0
+        self.overlapping_groups: list[str] = []
+        self.handled: list[tuple[str | None, str]] = []
+
+    def __call__(self, message: dict[str, Any]) -> None:
+        group = message.get("Attributes", {}).get("MessageGroupId")
+        with self.lock:
+            if group is not None and group in self.running:
+                self.overlapping_groups.append(group)
+            self.running.append(group or "-")
+            self.peak = max(self.peak, len(self.running))
+        try:
+            self.gate.wait(self.hold if self.hold else DEADLINE)
+        finally:
+            with self.lock:
+                self.running.remove(group or "-")
+                self.handled.append((group, message["Body"]))
+
+    def count_running(self) -> int:
+        with self.lock:
+            return len(self.running)
+
+    def bodies(self) -> Counter[str]:
+        with self.lock:
+            return Counter(body for _, body in self.handled)
+
+
+def send_bodies(sqs: Any, url: str, bodies: list[str]) -> None:
+    for start in range(0, len(bodies), 10):
+        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_concurrency_runs_that_many_callbacks_at_once_and_each_message_once(
+    sqs, new_queue, serving, concurrency
+):
+    name, url = new_queue()
+    bodies = [f"run-{index}" for index in range(12)]
+    send_bodies(sqs, url, bodies)
+    callback = InFlight()
+    app, queues = serving(
+        {"queue_name": name, "callback": callback, "concurrency": concurrency, "wait_time_seconds": 1}
+    )
+    handled = Recorder(signals.sqs_message_handled, app)
+
+    wait_until(lambda: callback.count_running() == concurrency, what=f"{concurrency} callbacks at once")
+    callback.gate.set()
+    wait_until(lambda: len(handled.calls) == 12 and queue_count(sqs, url) == 0, what="the drain")
+
+    assert callback.peak == concurrency
+    assert callback.bodies() == Counter(bodies), "each message handled exactly once"
+    assert Counter(call["message"]["Body"] for call in handled.calls) == Counter(bodies)
+    assert [t.name for t in threading.enumerate()].count(f"gnar-sqs-{name}") == 1
+
+
+def test_gnar_sqs_concurrency_is_the_default_of_every_queue(sqs, new_queue, serving):
+    (first, _), (second, _) = new_queue(), new_queue()
+    app, queues = serving(
+        [{"queue_name": first, "callback": print}, {"queue_name": second, "callback": print, "concurrency": 2}],
+        GNAR_SQS_CONCURRENCY="3",
+    )
+    assert [config.concurrency for config in queues.configs] == [3, 2]
+    workers = [t.name for t in threading.enumerate() if t.name.startswith(f"gnar-sqs-{first}-worker")]
+    assert len(workers) == 3
+
+
+def fifo_queue(sqs: Any) -> tuple[str, str]:
+    name = f"gnar-{uuid.uuid4().hex[:10]}.fifo"
+    url = sqs.create_queue(
+        QueueName=name, Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )["QueueUrl"]
+    return name, url
+
+
+def test_fifo_keeps_the_order_of_each_group_while_groups_run_in_parallel(sqs, serving):
+    name, url = fifo_queue(sqs)
+    groups = ["red", "blue", "green", "black"]
+    for index in range(5):
+        entries = [
+            {"Id": group, "MessageBody": f"{group}-{index}", "MessageGroupId": group} for group in groups
+        ]
+        sqs.send_message_batch(QueueUrl=url, Entries=entries)
+    callback = InFlight(hold=0.05)
+    app, queues = serving(
+        {"queue_name": name, "callback": callback, "concurrency": 4, "wait_time_seconds": 1}
+    )
+    wait_until(lambda: len(callback.handled) == 20 and queue_count(sqs, url) == 0, what="the drain")
+
+    for group in groups:
+        assert [body for g, body in callback.handled if g == group] == [f"{group}-{i}" for i in range(5)]
+    assert callback.overlapping_groups == [], "one message of a group at a time"
+    assert callback.peak > 1, "different groups ran in parallel"
+
+
+def test_fifo_a_failed_message_blocks_its_group_until_it_comes_back(sqs, serving):
+    name, url = fifo_queue(sqs)
+    sqs.send_message_batch(QueueUrl=url, Entries=[
+        {"Id": str(i), "MessageBody": f"lift-{i}", "MessageGroupId": "lift"} for i in range(3)
+    ])
+    seen: list[str] = []
+    failed_once = threading.Event()
+
+    def callback(message: dict[str, Any]) -> bool:
+        seen.append(message["Body"])
+        if message["Body"] == "lift-1" and not failed_once.is_set():
+            failed_once.set()
+            return False
+        return True
+
+    app, queues = serving(
+        {"queue_name": name, "callback": callback, "concurrency": 4, "wait_time_seconds": 1,
+         "visibility_timeout": 2}
+    )
+    wait_until(lambda: queue_count(sqs, url) == 0, what="the group handled")
+    assert seen == ["lift-0", "lift-1", "lift-1", "lift-2"]
+
+
+def test_the_callback_sees_the_receive_count(sqs, new_queue, serving):
+    name, url = new_queue()
+    inbox = Inbox()
+    serving({"queue_name": name, "callback": inbox, "wait_time_seconds": 1})
+    sqs.send_message(QueueUrl=url, MessageBody="counted")
+    wait_until(lambda: inbox.bodies == ["counted"])
+    assert inbox.messages[0]["Attributes"]["ApproximateReceiveCount"] == "1"
+
+
+def test_a_poison_message_goes_to_on_poison_and_is_deleted(sqs, new_queue, serving, caplog):
+    name, url = new_queue()
+    error = RuntimeError("bad powder")
+    inbox = Inbox(error=error)
+    poisoned = Inbox()
+    app, queues = serving({
+        "queue_name": name, "callback": inbox, "max_receive_count": 2, "on_poison": poisoned,
+        "visibility_timeout": 2, "wait_time_seconds": 1,
+    })
+    failed = Recorder(signals.sqs_message_failed, app)
+    handled = Recorder(signals.sqs_message_handled, app)
+    sent = sqs.send_message(QueueUrl=url, MessageBody="toxic")["MessageId"]
+
+    wait_until(lambda: poisoned.bodies == ["toxic"], what="on_poison")
+    wait_until(lambda: queue_count(sqs, url) == 0, what="the deletion")
+    assert inbox.bodies == ["toxic", "toxic"], "the callback ran max_receive_count times"
+    assert poisoned.contexts == [(True, False, app)]
+    assert [call["error"] for call in failed.calls][0] is error
+    poison = failed.calls[-1]["error"]
+    assert isinstance(poison, PoisonMessage) and poison.__cause__ is error
+    assert poison.receive_count == 2 and poison.message["MessageId"] == sent
+    assert handled.calls == []
+    assert f"message {sent} was received 2 time(s) (max_receive_count 2)" in caplog.text
+    assert "handing it to on_poison" in caplog.text
+
+
+def test_without_on_poison_the_queue_redrive_policy_takes_the_message(sqs, new_queue, serving, caplog):
+    dlq_name, dlq_url = new_queue()
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    name, url = new_queue(
+        RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"}),
+        VisibilityTimeout="1",
+    )
+    inbox = Inbox(result=False)
+    app, queues = serving(
+        {"queue_name": name, "callback": inbox, "max_receive_count": 2, "wait_time_seconds": 1}
+    )
+    failed = Recorder(signals.sqs_message_failed, app)
+    sqs.send_message(QueueUrl=url, MessageBody="to the dead letters")
+
+    wait_until(lambda: queue_count(sqs, dlq_url) == 1, what="the dead-letter queue")
+    assert inbox.bodies == ["to the dead letters"] * 2
+    assert isinstance(failed.calls[-1]["error"], PoisonMessage)
+    assert "leaving it to the queue's redrive policy" in caplog.text
+    dead = sqs.receive_message(QueueUrl=dlq_url)["Messages"]
+    assert [message["Body"] for message in dead] == ["to the dead letters"]
+
+
+def test_stop_in_a_concurrent_batch_finishes_what_runs_and_puts_back_the_rest(sqs, new_queue, serving):
+    name, url = new_queue()
+    bodies = [f"stop-{index}" for index in range(10)]
+    send_bodies(sqs, url, bodies)
+    callback = InFlight()
+    app, queues = serving(
+        {"queue_name": name, "callback": callback, "concurrency": 4, "wait_time_seconds": 1}
+    )
+    handled = Recorder(signals.sqs_message_handled, app)
+    wait_until(lambda: callback.count_running() == 4, what="four callbacks running")
+    outcome: list[bool] = []
+    stopper = threading.Thread(target=lambda: outcome.append(queues.stop_pollers(timeout=DEADLINE)))
+    stopper.start()
+    wait_until(lambda: not queues.pollers_running(), what="the stop request")
+    assert outcome == []  # stop waits for the callbacks in hand
+    callback.gate.set()
+    stopper.join(DEADLINE)
+
+    assert outcome == [True]
+    done = sorted(callback.bodies())
+    assert len(done) == 4 and callback.bodies() == Counter(done)
+    assert sorted(call["message"]["Body"] for call in handled.calls) == done
+    back = drain(sqs, url)
+    assert sorted(back + done) == sorted(bodies), "nothing lost, nothing handled twice"
+
+
+# --- send_sqs_messages ------------------------------------------------------------------
+
+
+def sending_app() -> tuple[Flask, Any, list[int]]:
+    """An app with GnarSQS and the number of entries of each SendMessageBatch it makes."""
+    app = Flask(__name__)
+    GnarSQS(app)
+    state = get_state(app)
+    batches: list[int] = []
+    state.sqs.client.meta.events.register(
+        "provide-client-params.sqs.SendMessageBatch",
+        lambda params, **kw: batches.append(len(params["Entries"])),
+    )
+    return app, state, batches
+
+
+def test_send_sqs_messages_sends_25_in_three_calls_with_results_in_order(aws, sqs, new_queue):
+    name, url = new_queue()
+    app, state, batches = sending_app()
+    bodies = [f"event-{index}" for index in range(25)]
+    with app.app_context():
+        results = gnar.send_sqs_messages(name, bodies)
+
+    assert batches == [10, 10, 5]
+    assert [result["MD5OfMessageBody"] for result in results] == [
+        hashlib.md5(body.encode()).hexdigest() for body in bodies
+    ]
+    by_id = {message["MessageId"]: message["Body"] for message in drain_messages(sqs, url)}
+    assert [by_id[result["MessageId"]] for result in results] == bodies
+
+
+def test_send_sqs_messages_splits_at_256_kib(aws, sqs, new_queue):
+    name, url = new_queue()
+    app, state, batches = sending_app()
+    big = ["a" * 100_000, "b" * 100_000, "c" * 100_000, "d" * 262_144, "e"]
+    results = state.send_sqs_messages(name, big)
+
+    assert batches == [2, 1, 1, 1]
+    by_id = {message["MessageId"]: message["Body"] for message in drain_messages(sqs, url)}
+    assert [by_id[result["MessageId"]] for result in results] == big
+
+
+def test_send_sqs_messages_fifo_fields_and_attributes(aws, sqs):
+    name, url = fifo_queue(sqs)
+    app, state, batches = sending_app()
+    results = state.send_sqs_messages(name, [
+        {"message_body": f"chair-{index}", "message_group_id": "lift", "message_deduplication_id": f"d{index}",
+         "message_attributes": {"resort": {"DataType": "String", "StringValue": "whistler"}}}
+        for index in range(3)
+    ])
+    assert all(result["SequenceNumber"] for result in results)
+    received = sqs.receive_message(
+        QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )["Messages"]
+    assert [message["Body"] for message in received] == ["chair-0", "chair-1", "chair-2"]
+    assert {message["Attributes"]["MessageGroupId"] for message in received} == {"lift"}
+    assert received[1]["Attributes"]["MessageDeduplicationId"] == "d1"
+    assert received[2]["MessageAttributes"]["resort"]["StringValue"] == "whistler"
+
+
+def test_send_sqs_messages_names_each_message_sqs_refused(aws, sqs, new_queue):
+    name, url = new_queue()
+    app, state, batches = sending_app()
+    messages: list[Any] = [f"ok-{index}" for index in range(12)]
+    messages[3] = {"message_body": "too late", "delay_seconds": 901}
+    messages[11] = {"message_body": "far too late", "delay_seconds": 5000}
+    with pytest.raises(BatchSendError) as raised:
+        state.send_sqs_messages(name, messages)
+
+    assert [refused.index for refused in raised.value.refused] == [3, 11]
+    assert "SQS refused 2 of 12 message(s)" in str(raised.value)
+    assert "message 3: InvalidParameterValue" in str(raised.value)
+    results = raised.value.results
+    assert results[3] is None and results[11] is None
+    assert sum(result is not None for result in results) == 10
+    assert sorted(message["Body"] for message in drain_messages(sqs, url)) == sorted(
+        body for body in messages if isinstance(body, str)
+    )
+
+
+@pytest.mark.parametrize(
+    ("messages", "error", "text"),
+    [
+        ([b"bytes"], TypeError, "message 0 must be a body (str)"),
+        (["ok", {"body": "x"}], ValueError, "message 1 has unknown key(s) 'body'"),
+        ([{"delay_seconds": 1}], ValueError, "message 0 needs a message_body"),
+    ],
+)
+def test_send_sqs_messages_refuses_malformed_entries_before_sending(aws, new_queue, messages, error, text):
+    name, _ = new_queue()
+    app, state, batches = sending_app()
+    with pytest.raises(error, match=re.escape(text)):
+        state.send_sqs_messages(name, messages)
+    assert batches == []
+
+
+def drain_messages(sqs: Any, url: str, **receive: Any) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, **receive).get("Messages", []):
+        messages += batch
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+        )
+    return messages
+
+
+def drain(sqs: Any, url: str) -> list[str]:
+    return [message["Body"] for message in drain_messages(sqs, url)]
+
+
+@pytest.mark.parametrize("value", ["0", "abc", "1001"])
+def test_a_bad_gnar_sqs_concurrency_stops_start_up_by_name(aws, monkeypatch, value):
+    monkeypatch.setenv("GNAR_SQS_CONCURRENCY", value)
+    with pytest.raises(ConfigError, match="^GNAR_SQS_CONCURRENCY: "):
+        create_app("snowy", no_db=True, no_jwt=True, sqs={"queue_name": "q", "callback": print})
+
+
+def test_send_sqs_messages_carries_the_trace_context_when_tracing(aws, sqs, new_queue, monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    name, url = new_queue()
+    app = Flask("traced_sender")
+    GnarTracing(app, enabled=True)
+    GnarSQS(app)
+    state = get_state(app)
+    state.start()
+    try:
+        with app.app_context():
+            gnar.send_sqs_messages(name, [f"traced-{index}" for index in range(12)])
+    finally:
+        state.stop()
+    received = drain_messages(sqs, url, MessageAttributeNames=["All"])
+    parents = [message["MessageAttributes"]["traceparent"]["StringValue"] for message in received]
+    assert len(parents) == 12
+    assert all(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]", parent) for parent in parents)

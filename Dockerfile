@@ -18,7 +18,7 @@ WORKDIR /src
 COPY pyproject.toml setup.cfg README.md ./
 COPY flask_gnar/ flask_gnar/
 COPY examples/ examples/
-RUN pip install --no-cache-dir . ./examples
+RUN pip install --no-cache-dir ".[tracing]" ./examples
 
 # Runtime: the venv and libev's shared library, no compiler, a non-root user.
 FROM ${PYTHON_IMAGE} AS runtime

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 
 import pytest
 
@@ -25,14 +24,13 @@ def test_sigterm_under_new_connection_load_resets_no_client(round_: int) -> None
         with Traffic(service.port, new=6, keep_alive=2) as traffic:
             wait_until(lambda: traffic.count("ok") >= 200, what="traffic under way")
             service.process.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
             assert service.process.wait(timeout=30) == 0
             traffic.wait_until_stopped()
         summary = traffic.summary()
+        print(f"SIGTERM under load, round {round_}: {dict(summary)}")
         assert traffic.failures() == [], summary
         assert set(summary) <= {"ok", "503", "refused"}, summary
         assert summary["refused"] == 8, "every client ends on a refused connection, not a reset"
-        assert traffic.count("ok", since=signalled) >= 1 or summary["ok"] >= 200
     finally:
         output = service.stop()
     assert output.count("no request in flight: stopping") == 2, output

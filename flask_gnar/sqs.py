@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -368,36 +369,45 @@ class SQSPoller:
         assert url is not None
         held = HeldMessages(list(messages))
         handled: list[Message] = []
+        seconds: dict[int, float] = {}
         try:
             with Heartbeat(self._client, url, held, self._visibility_timeout):
                 for message in messages:
                     if self._stopping.is_set():
                         break
-                    if self._run_callback(message):
+                    if self._run_callback(message, seconds):
                         handled.append(message)
                     else:
                         held.drop(message)
             for message in handled:
                 held.drop(message)
-            self._delete(url, handled)
+            self._delete(url, handled, seconds)
             self._release(url, held.snapshot())
         finally:
             self._set_busy(False)
 
-    def _run_callback(self, message: Message) -> bool:
-        """Run the callback in an app context; ``False`` when the message must stay."""
+    def _run_callback(self, message: Message, seconds: dict[int, float]) -> bool:
+        """Run the callback in an app context; ``False`` when the message must stay.
+
+        ``seconds[id(message)]`` gets the time the callback took.
+        """
         with self.queues.app.app_context():
+            started = time.perf_counter()
             try:
                 result = self.config.callback(message)
             except Exception as error:
-                self._report_failure(message, "the callback raised", error)
+                seconds[id(message)] = time.perf_counter() - started
+                self._report_failure(message, "the callback raised", error, seconds[id(message)])
                 return False
+            seconds[id(message)] = time.perf_counter() - started
             if result is False:
-                self._report_failure(message, "the callback returned False", None)
+                self._report_failure(message, "the callback returned False", None, seconds[id(message)])
                 return False
         return True
 
-    def _report_failure(self, message: Message, what: str, error: Exception | None) -> None:
+    def _report_failure(
+        self, message: Message, what: str, error: Exception | None, elapsed: float
+    ) -> None:
         log.log(
             logging.ERROR if error else logging.WARNING,
             "SQS queue %s: %s on message %s; it stays on the queue",
@@ -412,9 +422,10 @@ class SQSPoller:
             queue_name=self.config.queue_name,
             message=message,
             error=error,
+            elapsed=elapsed,
         )
 
-    def _delete(self, url: str, messages: list[Message]) -> None:
+    def _delete(self, url: str, messages: list[Message], seconds: dict[int, float]) -> None:
         if not messages:
             return
         try:
@@ -444,6 +455,7 @@ class SQSPoller:
                     self.queues.app,
                     queue_name=self.config.queue_name,
                     message=message,
+                    elapsed=seconds.get(id(message)),
                 )
 
     def _release(self, url: str, messages: list[Message]) -> None:

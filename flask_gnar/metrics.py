@@ -12,6 +12,7 @@ backwards) through a fresh registry.
 from __future__ import annotations
 
 import errno
+from bisect import bisect_left
 import fcntl
 import importlib.metadata
 import logging
@@ -19,10 +20,10 @@ import os
 import platform
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, request
 from prometheus_client import (
@@ -33,12 +34,17 @@ from prometheus_client import (
     generate_latest,
     values,
 )
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.utils import INF, floatToGoString
 
 from . import signals
 from .config import Settings, parse_bool, parse_str
 from .extension import GnarExtension
 from .state import GnarState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +57,14 @@ KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
 )
 UNMATCHED_ROUTE = "none"
-STARTED_KEY = "gnar.metrics.started"
 FOLDER_PREFIX = "gnar-metrics-"
 LOCK_FILE = ".lock"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+RULE_KEY = "gnar.metrics.rule"
+#: prometheus_client's default latency buckets, and +Inf.
+BUCKETS = (*Histogram.DEFAULT_BUCKETS[:-1], INF)
+#: The ``le`` label of each bucket, as prometheus_client writes it.
+BUCKET_LABELS = tuple(floatToGoString(bound) for bound in BUCKETS)  # type: ignore[no-untyped-call]
 
 
 def parse_path(value: Any) -> str:
@@ -71,11 +81,29 @@ def parse_folder(value: Any) -> Path:
     return folder
 
 
+def default_folder() -> Path:
+    """``/dev/shm`` where there is one (memory: no disk writeback behind every count),
+    else the system's temporary folder."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    return Path(tempfile.gettempdir())
+
+
 def service_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+HTTP_REQUESTS = "gnar_http_requests"
+HTTP_REQUESTS_HELP = "HTTP requests answered, by method, URL rule and status."
+HTTP_DURATION = "gnar_http_request_duration_seconds"
+HTTP_DURATION_HELP = "Time from the start of a request to its response, by method and URL rule."
+#: A worker's own request files: named like prometheus_client's (type first) so that
+#: its collector reads them, yet apart from the files its values lock and share.
+REQUEST_FILE = "{kind}_gnar-http-{pid}.db"
 
 
 class Recorder:
@@ -88,13 +116,10 @@ class Recorder:
         self, registry: CollectorRegistry | None, build: dict[str, str], with_db: bool
     ) -> None:
         self.requests = Counter(
-            "gnar_http_requests", "HTTP requests answered, by method, URL rule and status.",
-            ["method", "route", "status"], registry=registry,
+            HTTP_REQUESTS, HTTP_REQUESTS_HELP, ["method", "route", "status"], registry=registry,
         )
         self.duration = Histogram(
-            "gnar_http_request_duration_seconds",
-            "Time from the start of a request to its response, by method and URL rule.",
-            ["method", "route"], registry=registry,
+            HTTP_DURATION, HTTP_DURATION_HELP, ["method", "route"], registry=registry,
         )
         self.sqs_messages = Counter(
             "gnar_sqs_messages", "SQS messages handled (deleted) or failed (left on the queue).",
@@ -153,6 +178,81 @@ class Recorder:
             self._pool = figures
             self.db_connections.labels("idle").set(figures[0])
             self.db_connections.labels("in_use").set(figures[1])
+
+
+class RouteFigures:
+    """One ``{method, route}`` histogram: its sum and buckets, with their file keys."""
+
+    __slots__ = ("sum", "sum_key", "buckets", "bucket_keys")
+
+    def __init__(self, method: str, route: str) -> None:
+        labels = ["method", "route"]
+        self.sum = 0.0
+        self.sum_key = mmap_key(HTTP_DURATION, HTTP_DURATION + "_sum", labels, [method, route],
+                                HTTP_DURATION_HELP)
+        self.buckets = [0.0] * len(BUCKETS)
+        self.bucket_keys = [
+            mmap_key(HTTP_DURATION, HTTP_DURATION + "_bucket", [*labels, "le"],
+                     [method, route, bound], HTTP_DURATION_HELP)
+            for bound in BUCKET_LABELS
+        ]
+
+
+class StatusFigures:
+    """One ``{method, route, status}`` counter, and the histogram of its route."""
+
+    __slots__ = ("count", "key", "route")
+
+    def __init__(self, method: str, route: str, status: int, figures: RouteFigures) -> None:
+        self.count = 0.0
+        self.key = mmap_key(HTTP_REQUESTS, HTTP_REQUESTS + "_total", ["method", "route", "status"],
+                            [method, route, str(status)], HTTP_REQUESTS_HELP)
+        self.route = figures
+
+
+def values_file(path: Path) -> Any:
+    return MmapedDict(str(path))  # type: ignore[no-untyped-call]
+
+
+class RequestFiles:
+    """A worker's request figures, written straight into prometheus_client's file format.
+
+    The request path is the hot one: instead of three values that each take a
+    process-wide lock and look up the pid, each request makes three plain writes
+    to the worker's own files (bjoern calls the app from one thread; the pollers'
+    figures go through prometheus_client's own values, in other files).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        pid = os.getpid()
+        self.counters = values_file(folder / REQUEST_FILE.format(kind="counter", pid=pid))
+        self.histograms = values_file(folder / REQUEST_FILE.format(kind="histogram", pid=pid))
+        self.statuses: dict[tuple[str, str, int], StatusFigures] = {}
+        self.routes: dict[tuple[str, str], RouteFigures] = {}
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        figures = self.statuses.get((method, route, status))
+        if figures is None:
+            figures = self.add(method, route, status)
+        figures.count += 1
+        self.counters.write_value(figures.key, figures.count, 0.0)
+        histogram = figures.route
+        histogram.sum += seconds
+        self.histograms.write_value(histogram.sum_key, histogram.sum, 0.0)
+        bucket = bisect_left(BUCKETS, seconds)
+        histogram.buckets[bucket] += 1
+        self.histograms.write_value(histogram.bucket_keys[bucket], histogram.buckets[bucket], 0.0)
+
+    def add(self, method: str, route: str, status: int) -> StatusFigures:
+        histogram = self.routes.get((method, route))
+        if histogram is None:
+            histogram = self.routes[method, route] = RouteFigures(method, route)
+            for key in histogram.bucket_keys:  # every bucket is in every scrape, +Inf too
+                self.histograms.write_value(key, 0.0, 0.0)
+        figures = self.statuses[method, route, status] = StatusFigures(
+            method, route, status, histogram
+        )
+        return figures
 
 
 class MultiprocessFolder:
@@ -223,6 +323,8 @@ class AppMetrics:
         self.with_db = "db" in vars(state)
         self.registry = CollectorRegistry(auto_describe=True)
         self.recorder = self.primed(Recorder(self.registry, build, self.with_db))
+        #: Where the request path counts: the recorder, or the worker's request files.
+        self.http: Recorder | RequestFiles = self.recorder
         self.folder: MultiprocessFolder | None = None
 
     def primed(self, recorder: Recorder) -> Recorder:
@@ -246,6 +348,7 @@ class AppMetrics:
         if self.folder is None:
             return
         self.recorder = self.primed(Recorder(None, self.build, self.with_db))
+        self.http = RequestFiles(self.folder.path)
 
     def worker_exited(self, pid: int) -> None:
         if self.folder is not None:
@@ -290,35 +393,59 @@ class AppMetrics:
         recorder.peer_duration.labels(name).observe(elapsed)
 
 
-def request_hooks(
-    metrics: AppMetrics, pooled: Callable[[], Any]
-) -> tuple[Callable[[], None], Callable[[Response], Response]]:
-    """The two per-request hooks; kept to a few attribute reads and one dict lookup."""
-    clock = time.perf_counter
+def remember_rule(endpoint: str | None, view_args: dict[str, Any] | None) -> None:
+    """The matched rule into the environ, for :class:`CountRequests`.
 
-    def start_clock() -> None:
-        request.environ[STARTED_KEY] = clock()
+    Registered as a URL value preprocessor: Flask calls those for every request,
+    matched or not, inside its context, and (unlike its request hooks) without
+    first checking whether each one is a coroutine.
+    """
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    current.environ[RULE_KEY] = current.url_rule
 
-    def count(response: Response) -> Response:
-        rule = request.url_rule
+
+class CountRequests:
+    """WSGI middleware timing and counting each request by method, URL rule and status.
+
+    It runs around Flask rather than in its hooks: a ``before_request`` and an
+    ``after_request`` cost more than everything counted here. Flask forgets the
+    request when it has answered, so :func:`remember_rule` puts the matched rule
+    in the environ on the way.
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication, metrics: AppMetrics) -> None:
+        self.wsgi_app = wsgi_app
+        self.metrics = metrics
+        pool = metrics.pool
+        self.pool: Callable[[], Any] | None = pool if metrics.with_db else None
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = perf_counter()
+        statuses: list[str] = []
+
+        def remember_status(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.wsgi_app(environ, remember_status)
+        finally:
+            self.count(environ, statuses[-1] if statuses else "500", perf_counter() - started)
+
+    def count(self, environ: WSGIEnvironment, status: str, seconds: float) -> None:
+        rule = environ.get(RULE_KEY)
         if rule is None:
             route = UNMATCHED_ROUTE
         elif rule.endpoint == ENDPOINT:
-            return response
+            return
         else:
             route = rule.rule
-        method = request.method
+        method = environ["REQUEST_METHOD"]
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        recorder = metrics.recorder
-        recorder.request(method, route, response.status_code,
-                         clock() - request.environ[STARTED_KEY])
-        pool = pooled()
-        if pool is not None:
-            recorder.pool(pool)
-        return response
-
-    return start_clock, count
+        self.metrics.http.request(method, route, int(status[:3]), seconds)
+        if self.pool is not None:
+            self.metrics.recorder.pool(self.pool())
 
 
 class GnarMetrics(GnarExtension):
@@ -342,7 +469,7 @@ class GnarMetrics(GnarExtension):
         path: str = settings.get("METRICS_PATH", parse_path, explicit=self.option("path"),
                                  default=DEFAULT_PATH)
         base: Path = settings.get("METRICS_DIR", parse_folder, explicit=self.option("folder"),
-                                  default=Path(tempfile.gettempdir()))
+                                  default=default_folder())
         version: str = settings.get("SERVICE_VERSION", explicit=self.option("version"),
                                     default=service_version(state.name))
         build = {
@@ -364,11 +491,8 @@ class GnarMetrics(GnarExtension):
 
     @staticmethod
     def register_hooks(app: Flask, state: GnarState, metrics: AppMetrics) -> None:
-        start_clock, count = request_hooks(
-            metrics, metrics.pool if metrics.with_db else (lambda: None)
-        )
-        app.before_request(start_clock)
-        app.after_request(count)
+        app.url_value_preprocessor(remember_rule)
+        app.wsgi_app = CountRequests(app.wsgi_app, metrics)  # type: ignore[method-assign]
         state.before_serving(metrics.before_serving)
         state.on_start(metrics.start_worker)
         state.on_worker_exit(metrics.worker_exited)

@@ -1,6 +1,6 @@
 """The per-request cost of flask-gnar's hooks, without a server: CPU µs per WSGI call.
 
-    python bench/request_path.py [--rounds 7] [--calls 20000]
+    python bench/request_path.py [--rounds 200] [--calls 1000]
 
 Each variant's app is called directly (``app(environ, start_response)``, the body read
 and closed as a server would) for ``GET /json``; rounds alternate the variants and
@@ -12,10 +12,7 @@ prometheus_client in multiprocess mode as a production ``serve()`` worker does
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
@@ -77,39 +74,30 @@ def time_calls(wsgi: Any, calls: int) -> float:
     return (time.process_time() - started) / calls * 1e6
 
 
-def child(variant: str, calls: int) -> None:
-    wsgi = build(variant)
-    time_calls(wsgi, calls // 10)
-    print(json.dumps(time_calls(wsgi, calls)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
-    if args.child:
-        child(args.child, args.calls)
-        return
-    results: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
     with tempfile.TemporaryDirectory(dir=os.environ.get("GNAR_METRICS_DIR")) as folder:
-        env = {**os.environ, "GNAR_METRICS_DIR": folder}
+        os.environ["GNAR_METRICS_DIR"] = folder
+        apps = {variant: build(variant) for variant in VARIANTS}  # "gnar" last: it switches modes
+        for wsgi in apps.values():
+            time_calls(wsgi, args.calls)
+        results: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
         for round_number in range(args.rounds):
-            order = list(VARIANTS)[round_number % len(VARIANTS):] + list(VARIANTS)[:round_number % len(VARIANTS)]
+            order = list(VARIANTS)
+            if round_number % 2:
+                order.reverse()
             for variant in order:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", variant, "--calls", str(args.calls)],
-                    env=env, capture_output=True, text=True, check=True,
-                ).stdout
-                results[variant].append(float(out.strip().splitlines()[-1]))
-            print(f"round {round_number + 1}/{args.rounds} done", flush=True)
-    print(f"\nmachine: {machine()}; {args.calls} calls per round, {args.rounds} rounds, medians")
+                results[variant].append(time_calls(apps[variant], args.calls))
+    print(f"machine: {machine()}; {args.rounds} alternating rounds of {args.calls} calls, "
+          "medians of CPU time")
     bare = median(results["bare"])
     for variant, label in VARIANTS.items():
         value = median(results[variant])
-        print(f"{variant:<22}{value:>8.1f} µs/request  {value - bare:>+6.1f} µs  "
-              f"{bare / value:>6.3f}x bare   {label}")
+        print(f"{variant:<22}{value:>7.2f} µs/request {value - bare:>+6.2f} µs "
+              f"{bare / value:>7.3f}x bare  {label}")
 
 
 if __name__ == "__main__":

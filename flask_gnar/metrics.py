@@ -12,7 +12,6 @@ backwards) through a fresh registry.
 from __future__ import annotations
 
 import errno
-from bisect import bisect_left
 import fcntl
 import importlib.metadata
 import logging
@@ -34,13 +33,19 @@ from prometheus_client import (
     generate_latest,
     values,
 )
-from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-from prometheus_client.utils import INF, floatToGoString
 
 from . import signals
 from .config import Settings, parse_bool, parse_str
 from .extension import GnarExtension
+from .request_files import (
+    HTTP_DURATION,
+    HTTP_DURATION_HELP,
+    HTTP_REQUESTS,
+    HTTP_REQUESTS_HELP,
+    RequestFiles,
+    RequestFilesCollector,
+)
 from .state import GnarState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,11 +65,7 @@ UNMATCHED_ROUTE = "none"
 FOLDER_PREFIX = "gnar-metrics-"
 LOCK_FILE = ".lock"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-RULE_KEY = "gnar.metrics.rule"
-#: prometheus_client's default latency buckets, and +Inf.
-BUCKETS = (*Histogram.DEFAULT_BUCKETS[:-1], INF)
-#: The ``le`` label of each bucket, as prometheus_client writes it.
-BUCKET_LABELS = tuple(floatToGoString(bound) for bound in BUCKETS)  # type: ignore[no-untyped-call]
+STARTED_KEY = "gnar.metrics.started"
 
 
 def parse_path(value: Any) -> str:
@@ -95,15 +96,6 @@ def service_version(name: str) -> str:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-HTTP_REQUESTS = "gnar_http_requests"
-HTTP_REQUESTS_HELP = "HTTP requests answered, by method, URL rule and status."
-HTTP_DURATION = "gnar_http_request_duration_seconds"
-HTTP_DURATION_HELP = "Time from the start of a request to its response, by method and URL rule."
-#: A worker's own request files: named like prometheus_client's (type first) so that
-#: its collector reads them, yet apart from the files its values lock and share.
-REQUEST_FILE = "{kind}_gnar-http-{pid}.db"
 
 
 class Recorder:
@@ -178,81 +170,6 @@ class Recorder:
             self._pool = figures
             self.db_connections.labels("idle").set(figures[0])
             self.db_connections.labels("in_use").set(figures[1])
-
-
-class RouteFigures:
-    """One ``{method, route}`` histogram: its sum and buckets, with their file keys."""
-
-    __slots__ = ("sum", "sum_key", "buckets", "bucket_keys")
-
-    def __init__(self, method: str, route: str) -> None:
-        labels = ["method", "route"]
-        self.sum = 0.0
-        self.sum_key = mmap_key(HTTP_DURATION, HTTP_DURATION + "_sum", labels, [method, route],
-                                HTTP_DURATION_HELP)
-        self.buckets = [0.0] * len(BUCKETS)
-        self.bucket_keys = [
-            mmap_key(HTTP_DURATION, HTTP_DURATION + "_bucket", [*labels, "le"],
-                     [method, route, bound], HTTP_DURATION_HELP)
-            for bound in BUCKET_LABELS
-        ]
-
-
-class StatusFigures:
-    """One ``{method, route, status}`` counter, and the histogram of its route."""
-
-    __slots__ = ("count", "key", "route")
-
-    def __init__(self, method: str, route: str, status: int, figures: RouteFigures) -> None:
-        self.count = 0.0
-        self.key = mmap_key(HTTP_REQUESTS, HTTP_REQUESTS + "_total", ["method", "route", "status"],
-                            [method, route, str(status)], HTTP_REQUESTS_HELP)
-        self.route = figures
-
-
-def values_file(path: Path) -> Any:
-    return MmapedDict(str(path))  # type: ignore[no-untyped-call]
-
-
-class RequestFiles:
-    """A worker's request figures, written straight into prometheus_client's file format.
-
-    The request path is the hot one: instead of three values that each take a
-    process-wide lock and look up the pid, each request makes three plain writes
-    to the worker's own files (bjoern calls the app from one thread; the pollers'
-    figures go through prometheus_client's own values, in other files).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        pid = os.getpid()
-        self.counters = values_file(folder / REQUEST_FILE.format(kind="counter", pid=pid))
-        self.histograms = values_file(folder / REQUEST_FILE.format(kind="histogram", pid=pid))
-        self.statuses: dict[tuple[str, str, int], StatusFigures] = {}
-        self.routes: dict[tuple[str, str], RouteFigures] = {}
-
-    def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        figures = self.statuses.get((method, route, status))
-        if figures is None:
-            figures = self.add(method, route, status)
-        figures.count += 1
-        self.counters.write_value(figures.key, figures.count, 0.0)
-        histogram = figures.route
-        histogram.sum += seconds
-        self.histograms.write_value(histogram.sum_key, histogram.sum, 0.0)
-        bucket = bisect_left(BUCKETS, seconds)
-        histogram.buckets[bucket] += 1
-        self.histograms.write_value(histogram.bucket_keys[bucket], histogram.buckets[bucket], 0.0)
-
-    def add(self, method: str, route: str, status: int) -> StatusFigures:
-        histogram = self.routes.get((method, route))
-        if histogram is None:
-            histogram = self.routes[method, route] = RouteFigures(method, route)
-            for key in histogram.bucket_keys:  # every bucket is in every scrape, +Inf too
-                self.histograms.write_value(key, 0.0, 0.0)
-        figures = self.statuses[method, route, status] = StatusFigures(
-            method, route, status, histogram
-        )
-        return figures
 
 
 class MultiprocessFolder:
@@ -368,6 +285,7 @@ class AppMetrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(registry, path=str(self.folder.path))  # type: ignore[no-untyped-call]
+        registry.register(RequestFilesCollector(self.folder.path))
         return generate_latest(registry)
 
     # --- runtime signals (sender: the app) -----------------------------------------
@@ -393,59 +311,45 @@ class AppMetrics:
         recorder.peer_duration.labels(name).observe(elapsed)
 
 
-def remember_rule(endpoint: str | None, view_args: dict[str, Any] | None) -> None:
-    """The matched rule into the environ, for :class:`CountRequests`.
+class StartClock:
+    """WSGI middleware noting when each request arrived, before Flask sees it."""
 
-    Registered as a URL value preprocessor: Flask calls those for every request,
-    matched or not, inside its context, and (unlike its request hooks) without
-    first checking whether each one is a coroutine.
-    """
-    current = request._get_current_object()  # type: ignore[attr-defined]
-    current.environ[RULE_KEY] = current.url_rule
-
-
-class CountRequests:
-    """WSGI middleware timing and counting each request by method, URL rule and status.
-
-    It runs around Flask rather than in its hooks: a ``before_request`` and an
-    ``after_request`` cost more than everything counted here. Flask forgets the
-    request when it has answered, so :func:`remember_rule` puts the matched rule
-    in the environ on the way.
-    """
-
-    def __init__(self, wsgi_app: WSGIApplication, metrics: AppMetrics) -> None:
+    def __init__(self, wsgi_app: WSGIApplication) -> None:
         self.wsgi_app = wsgi_app
-        self.metrics = metrics
-        pool = metrics.pool
-        self.pool: Callable[[], Any] | None = pool if metrics.with_db else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        started = perf_counter()
-        statuses: list[str] = []
+        environ[STARTED_KEY] = perf_counter()
+        return self.wsgi_app(environ, start_response)
 
-        def remember_status(status: str, headers: Any, exc_info: Any = None) -> Any:
-            statuses.append(status)
-            return start_response(status, headers, exc_info)
 
-        try:
-            return self.wsgi_app(environ, remember_status)
-        finally:
-            self.count(environ, statuses[-1] if statuses else "500", perf_counter() - started)
+def request_counter(metrics: AppMetrics) -> Callable[[Response], Response]:
+    """The ``after_request`` hook counting each response by method, URL rule and status.
 
-    def count(self, environ: WSGIEnvironment, status: str, seconds: float) -> None:
-        rule = environ.get(RULE_KEY)
+    Flask's request proxy costs more per attribute than everything else here, so
+    the hook reads the request object itself, once.
+    """
+    pool = metrics.pool if metrics.with_db else None
+
+    def count(response: Response) -> Response:
+        current = request._get_current_object()  # type: ignore[attr-defined]
+        rule = current.url_rule
         if rule is None:
             route = UNMATCHED_ROUTE
         elif rule.endpoint == ENDPOINT:
-            return
+            return response
         else:
             route = rule.rule
-        method = environ["REQUEST_METHOD"]
+        method = current.method
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        self.metrics.http.request(method, route, int(status[:3]), seconds)
-        if self.pool is not None:
-            self.metrics.recorder.pool(self.pool())
+        environ = current.environ
+        metrics.http.request(method, route, response.status_code,
+                             perf_counter() - environ.get(STARTED_KEY, perf_counter()))
+        if pool is not None:
+            metrics.recorder.pool(pool())
+        return response
+
+    return count
 
 
 class GnarMetrics(GnarExtension):
@@ -491,8 +395,8 @@ class GnarMetrics(GnarExtension):
 
     @staticmethod
     def register_hooks(app: Flask, state: GnarState, metrics: AppMetrics) -> None:
-        app.url_value_preprocessor(remember_rule)
-        app.wsgi_app = CountRequests(app.wsgi_app, metrics)  # type: ignore[method-assign]
+        app.wsgi_app = StartClock(app.wsgi_app)  # type: ignore[method-assign]
+        app.after_request(request_counter(metrics))
         state.before_serving(metrics.before_serving)
         state.on_start(metrics.start_worker)
         state.on_worker_exit(metrics.worker_exited)

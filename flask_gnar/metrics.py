@@ -342,9 +342,9 @@ def request_counter(metrics: AppMetrics) -> Callable[[Response], Response]:
         method = current.method
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        environ = current.environ
-        metrics.http.request(method, route, response.status_code,
-                             perf_counter() - environ.get(STARTED_KEY, perf_counter()))
+        started = current.environ.get(STARTED_KEY)
+        seconds = 0.0 if started is None else perf_counter() - started
+        metrics.http.request(method, route, response.status_code, seconds)
         if pool is not None:
             metrics.recorder.pool(pool())
         return response

@@ -320,3 +320,48 @@ def test_works_alone_on_a_plain_flask_app() -> None:
     scrape = scrape_of(app, "/stats")
     assert request_totals(scrape) == {("GET", "/item/<int:item_id>", "200"): 5.0}
     assert samples(scrape, "gnar_workers") == {(): 1.0}
+
+
+def test_each_run_gets_a_new_folder_and_a_crashed_runs_folder_goes(tmp_path: Path) -> None:
+    crashed = Tally(TALLY_WORKERS="2", GNAR_METRICS_DIR=str(tmp_path))
+    crashed.get("/user/1")
+    stop(crashed.process)  # SIGKILL to the whole group: nothing cleans up
+    [left_over] = tmp_path.glob("gnar-metrics-tally-*")
+    tally = Tally(TALLY_WORKERS="2", GNAR_METRICS_DIR=str(tmp_path))
+    try:
+        [folder] = tmp_path.glob("gnar-metrics-tally-*")
+        assert folder != left_over, "the crashed run's folder is removed, a new one made"
+        assert request_totals(tally.scrape()) == {}, "no count comes back from the last run"
+        tally.process.send_signal(signal.SIGTERM)
+        assert tally.process.wait(timeout=30) == 0
+    finally:
+        output = stop(tally.process)
+    assert not list(tmp_path.glob("gnar-metrics-*")), output
+
+
+def test_a_folder_in_use_by_another_run_is_left_alone(tmp_path: Path) -> None:
+    from flask_gnar.metrics import MultiprocessFolder
+
+    running = MultiprocessFolder(tmp_path, "svc")
+    second = MultiprocessFolder(tmp_path, "svc")
+    try:
+        assert running.path.is_dir() and second.path.is_dir() and running.path != second.path
+    finally:
+        second.remove()
+        running.remove()
+    assert not list(tmp_path.iterdir())
+
+
+def test_pool_gauges_follow_the_database_pool(gnar_create_app: Any) -> None:
+    app = gnar_create_app("snowy", no_jwt=True, config={"GNAR_PG_MAX_CONNECTIONS": 3})
+
+    @app.get("/query")
+    def query() -> dict[str, int]:
+        return {"one": get_state(app).db.one("SELECT 1")}
+
+    assert app.test_client().get("/query").status_code == 200
+    scrape = scrape_of(app)
+    assert samples(scrape, "gnar_db_pool_max_connections") == {(): 3.0}
+    connections = samples(scrape, "gnar_db_pool_connections")
+    assert connections[(("state", "in_use"),)] == 0.0
+    assert connections[(("state", "idle"),)] >= 1.0

@@ -24,7 +24,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -65,7 +65,6 @@ UNMATCHED_ROUTE = "none"
 FOLDER_PREFIX = "gnar-metrics-"
 LOCK_FILE = ".lock"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-STARTED_KEY = "gnar.metrics.started"
 
 
 def parse_path(value: Any) -> str:
@@ -149,15 +148,16 @@ class Recorder:
             list(build), registry=registry, multiprocess_mode="max",
         )
         self.build_info.labels(**build).set(1)
-        self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._http: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._pool: tuple[int, int] = (-1, -1)
 
-    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+    def request(self, method: str, route: str, status: str, seconds: float) -> None:
+        """Count one request; ``status`` is the WSGI status line (``"200 OK"``)."""
         key = (method, route, status)
         children = self._http.get(key)
         if children is None:
             children = self._http[key] = (
-                self.requests.labels(method, route, str(status)),
+                self.requests.labels(method, route, status[:3]),
                 self.duration.labels(method, route),
             )
         children[0].inc()
@@ -311,45 +311,44 @@ class AppMetrics:
         recorder.peer_duration.labels(name).observe(elapsed)
 
 
-class StartClock:
-    """WSGI middleware noting when each request arrived, before Flask sees it."""
+class CountRequests:
+    """WSGI middleware counting each request by method, URL rule and status.
 
-    def __init__(self, wsgi_app: WSGIApplication) -> None:
+    Flask's request hooks and its request proxy cost more per request than all
+    the counting, so this runs around Flask: it times the request from its
+    arrival, and when Flask starts the response it reads the matched rule from
+    the request object werkzeug keeps in the environ (Flask forgets that object
+    only after the response has started).
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication, metrics: AppMetrics) -> None:
         self.wsgi_app = wsgi_app
+        self.metrics = metrics
+        self.pool: Callable[[], Any] | None = metrics.pool if metrics.with_db else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        environ[STARTED_KEY] = perf_counter()
-        return self.wsgi_app(environ, start_response)
+        started = perf_counter()
 
+        def count_and_start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            self.count(environ, status, perf_counter() - started)
+            return start_response(status, headers, exc_info)
 
-def request_counter(metrics: AppMetrics) -> Callable[[Response], Response]:
-    """The ``after_request`` hook counting each response by method, URL rule and status.
+        return self.wsgi_app(environ, count_and_start)
 
-    Flask's request proxy costs more per attribute than everything else here, so
-    the hook reads the request object itself, once.
-    """
-    pool = metrics.pool if metrics.with_db else None
-
-    def count(response: Response) -> Response:
-        current = request._get_current_object()  # type: ignore[attr-defined]
-        rule = current.url_rule
+    def count(self, environ: WSGIEnvironment, status: str, seconds: float) -> None:
+        rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
         if rule is None:
             route = UNMATCHED_ROUTE
         elif rule.endpoint == ENDPOINT:
-            return response
+            return
         else:
             route = rule.rule
-        method = current.method
+        method = environ["REQUEST_METHOD"]
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        started = current.environ.get(STARTED_KEY)
-        seconds = 0.0 if started is None else perf_counter() - started
-        metrics.http.request(method, route, response.status_code, seconds)
-        if pool is not None:
-            metrics.recorder.pool(pool())
-        return response
-
-    return count
+        self.metrics.http.request(method, route, status, seconds)
+        if self.pool is not None:
+            self.metrics.recorder.pool(self.pool())
 
 
 class GnarMetrics(GnarExtension):
@@ -395,8 +394,7 @@ class GnarMetrics(GnarExtension):
 
     @staticmethod
     def register_hooks(app: Flask, state: GnarState, metrics: AppMetrics) -> None:
-        app.wsgi_app = StartClock(app.wsgi_app)  # type: ignore[method-assign]
-        app.after_request(request_counter(metrics))
+        app.wsgi_app = CountRequests(app.wsgi_app, metrics)  # type: ignore[method-assign]
         state.before_serving(metrics.before_serving)
         state.on_start(metrics.start_worker)
         state.on_worker_exit(metrics.worker_exited)

@@ -65,9 +65,10 @@ class RequestFiles:
         finally:
             os.close(descriptor)
         self.figures = memoryview(self.map).cast("d")
-        self.rows: dict[tuple[str, str, int], int] = {}
+        self.rows: dict[tuple[str, str, str], int] = {}
 
-    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+    def request(self, method: str, route: str, status: str, seconds: float) -> None:
+        """Count one request; ``status`` is the WSGI status line (``"200 OK"``)."""
         start = self.rows.get((method, route, status))
         if start is None:
             start = self.add(method, route, status)
@@ -78,13 +79,13 @@ class RequestFiles:
         figures[start + 1] += seconds
         figures[start + 2 + bisect_left(BUCKETS, seconds)] += 1.0
 
-    def add(self, method: str, route: str, status: int) -> int:
+    def add(self, method: str, route: str, status: str) -> int:
         row = len(self.rows)
         if row >= MAX_ROWS:
             log.error("metrics: more than %d label sets; %s %s %s is not counted",
                       MAX_ROWS, method, route, status)
             return -1
-        self.labels.write(json.dumps([method, route, status]) + "\n")
+        self.labels.write(json.dumps([method, route, int(status[:3])]) + "\n")
         self.labels.flush()
         self.rows[method, route, status] = start = row * ROW
         return start

@@ -329,26 +329,25 @@ class CountRequests:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = perf_counter()
 
+        # One closure, no further calls but the count itself: this runs on every request.
         def count_and_start(status: str, headers: Any, exc_info: Any = None) -> Any:
-            self.count(environ, status, perf_counter() - started)
+            seconds = perf_counter() - started
+            rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+            if rule is None:
+                route = UNMATCHED_ROUTE
+            elif rule.endpoint == ENDPOINT:
+                return start_response(status, headers, exc_info)
+            else:
+                route = rule.rule
+            method = environ["REQUEST_METHOD"]
+            if method not in KNOWN_METHODS:
+                method = "OTHER"
+            self.metrics.http.request(method, route, status, seconds)
+            if self.pool is not None:
+                self.metrics.recorder.pool(self.pool())
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, count_and_start)
-
-    def count(self, environ: WSGIEnvironment, status: str, seconds: float) -> None:
-        rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-        if rule is None:
-            route = UNMATCHED_ROUTE
-        elif rule.endpoint == ENDPOINT:
-            return
-        else:
-            route = rule.rule
-        method = environ["REQUEST_METHOD"]
-        if method not in KNOWN_METHODS:
-            method = "OTHER"
-        self.metrics.http.request(method, route, status, seconds)
-        if self.pool is not None:
-            self.metrics.recorder.pool(self.pool())
 
 
 class GnarMetrics(GnarExtension):

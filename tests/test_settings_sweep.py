@@ -55,6 +55,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "PEER_BACKOFF_SECONDS": ["tiny", "-0.5"],
     # health
     "HEALTH_ENABLED": ["perhaps"],
+    # metrics
+    "METRICS": ["perhaps"],
     # serve: read by serve(), before it opens the socket
     "WORKERS": ["two", "0"],
     "SHUTDOWN_GRACE_SECONDS": ["long", "-1"],

@@ -4,7 +4,8 @@ Before ``serve()`` (the test client, the development server) the figures live in
 the app's own :class:`~prometheus_client.CollectorRegistry`. A production
 ``serve()`` gives the run a new folder before any worker exists and puts
 prometheus_client in multiprocess mode; each worker then creates its metrics
-after the fork, writing them to files of its own in that folder, and every
+after the fork, writing them to files of its own in that folder (the request
+figures to the cheaper table of :mod:`flask_gnar.request_files`), and every
 scrape merges all the files (those of dead workers too, so counters never go
 backwards) through a fresh registry.
 """

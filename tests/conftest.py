@@ -21,11 +21,17 @@ SCRUBBED_PREFIXES = ("GNAR_", "AWS_", "MY_APP_", "WERKZEUG_")
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No GNAR_*/AWS_* variable from the developer's shell leaks into a test."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No GNAR_*/AWS_* variable from the developer's shell leaks into a test.
+
+    Services a test serves (and kills) keep their metrics folders in pytest's own
+    temporary folder, not in /dev/shm.
+    """
     for key in list(os.environ):
         if key.startswith(SCRUBBED_PREFIXES) or key.endswith(("_SERVICE_HOST", "_SERVICE_PORT")):
             monkeypatch.delenv(key)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("GNAR_METRICS_DIR", str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture

@@ -52,12 +52,29 @@ def labels_file(folder: Path, pid: int) -> Path:
     return folder / f"http-{pid}.labels"
 
 
+def rows_in(labels_path: Path) -> int:
+    """Rows a labels file names, a last line cut short included."""
+    try:
+        text = labels_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return 0
+    return text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+
+
 class RequestFiles:
-    """One worker's table. Not locked: bjoern calls the app from one thread."""
+    """One worker's table. Not locked: bjoern calls the app from one thread.
+
+    A worker whose pid a dead worker had before it finds that worker's table and
+    adds its rows after those (the dead worker's figures stay counted).
+    """
 
     def __init__(self, folder: Path) -> None:
         pid = os.getpid()
-        self.labels: TextIO = labels_file(folder, pid).open("a", encoding="utf-8")
+        path = labels_file(folder, pid)
+        self.first_row = rows_in(path)
+        self.labels: TextIO = path.open("a", encoding="utf-8")
+        if self.first_row and not path.read_text(encoding="utf-8").endswith("\n"):
+            self.labels.write("\n")  # a line cut short by the dead worker: a row of its own
         descriptor = os.open(folder / f"http-{pid}.rows", os.O_CREAT | os.O_RDWR, 0o600)
         try:
             os.ftruncate(descriptor, MAX_ROWS * ROW * DOUBLE)
@@ -79,8 +96,13 @@ class RequestFiles:
         figures[start + 1] += seconds
         figures[start + 2 + bisect_left(BUCKETS, seconds)] += 1.0
 
+    def close(self) -> None:
+        self.figures.release()
+        self.map.close()
+        self.labels.close()
+
     def add(self, method: str, route: str, status: str) -> int:
-        row = len(self.rows)
+        row = self.first_row + len(self.rows)
         if row >= MAX_ROWS:
             log.error("metrics: more than %d label sets; %s %s %s is not counted",
                       MAX_ROWS, method, route, status)
@@ -99,7 +121,11 @@ def read_rows(labels_path: Path) -> Iterator[tuple[list[str | int], "memoryview[
     with labels_path.with_suffix(".rows").open("rb") as rows_file:
         data = memoryview(rows_file.read(len(lines) * ROW * DOUBLE)).cast("d")
     for index, line in enumerate(lines):
-        yield json.loads(line), data[index * ROW:(index + 1) * ROW]
+        try:
+            labels = json.loads(line)
+        except ValueError:  # cut short by a worker that died while writing it
+            continue
+        yield labels, data[index * ROW:(index + 1) * ROW]
 
 
 class RequestFilesCollector:

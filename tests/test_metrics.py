@@ -365,3 +365,33 @@ def test_pool_gauges_follow_the_database_pool(gnar_create_app: Any) -> None:
     connections = samples(scrape, "gnar_db_pool_connections")
     assert connections[(("state", "in_use"),)] == 0.0
     assert connections[(("state", "idle"),)] >= 1.0
+
+
+def test_a_worker_reusing_a_dead_workers_pid_adds_to_its_figures(tmp_path: Path) -> None:
+    from flask_gnar.request_files import RequestFiles, RequestFilesCollector, labels_file
+
+    def totals() -> dict[tuple[str, ...], float]:
+        [counter, histogram] = RequestFilesCollector(tmp_path).collect()
+        counts = {tuple(s.labels.values()): s.value for s in counter.samples}
+        [inf] = [s for s in histogram.samples
+                 if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"
+                 and s.labels["route"] == "/a" and s.labels["method"] == "GET"]
+        assert inf.value == counts[("GET", "/a", "200")], "histogram count = counter"
+        return counts
+
+    dead = RequestFiles(tmp_path)
+    for _ in range(3):
+        dead.request("GET", "/a", "200 OK", 0.001)
+    dead.request("GET", "/b", "404 NOT FOUND", 0.2)
+    with labels_file(tmp_path, os.getpid()).open("a") as labels:
+        labels.write('["GET", "/c')  # the worker died writing a label line
+    reborn = RequestFiles(tmp_path)  # same pid, as a replacement worker may get
+    reborn.request("GET", "/a", "200 OK", 0.002)
+    reborn.request("POST", "/a", "201 CREATED", 0.002)
+    try:
+        assert totals() == {
+            ("GET", "/a", "200"): 4.0, ("GET", "/b", "404"): 1.0, ("POST", "/a", "201"): 1.0,
+        }
+    finally:
+        dead.close()
+        reborn.close()

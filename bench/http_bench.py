@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from common import free_port, machine, median, start_server, stop_server, wait_until_up, wrk
+from common import (
+    cpu_seconds,
+    free_port,
+    machine,
+    median,
+    start_server,
+    stop_server,
+    wait_until_up,
+    wrk,
+)
 
-KINDS = ["gnar", "bjoern", "bjoern-rp", "gunicorn"]
+KINDS = ["gnar", "gnar-nometrics", "bjoern", "bjoern-rp", "gunicorn"]
 
 
 def measure(kind: str, workers: int, seconds: float, connections: int) -> dict[str, float]:
@@ -20,7 +29,10 @@ def measure(kind: str, workers: int, seconds: float, connections: int) -> dict[s
     try:
         wait_until_up(url, process)
         wrk(url, 1, connections)
-        return wrk(url, seconds, connections)
+        cpu_before = cpu_seconds(process.pid)
+        result = wrk(url, seconds, connections)
+        result["cpu_us"] = (cpu_seconds(process.pid) - cpu_before) / result["requests"] * 1e6
+        return result
     finally:
         stop_server(process)
 
@@ -50,16 +62,20 @@ def main() -> None:
     }
     print(f"\nmachine: {machine()}; wrk -t1 -c{args.connections} -d{args.seconds}s, "
           f"{args.rounds} alternating rounds, medians")
-    print(f"{'server':<10}{'workers':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}")
+    print(f"{'server':<16}{'workers':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+          f"{'CPU us/req':>12}")
     for (kind, workers), row in summary.items():
-        print(f"{kind:<10}{workers:>8}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
-              f"{row['non_2xx']:>9.0f}")
+        print(f"{kind:<16}{workers:>8}{row['rps']:>10.0f}{row['p50_ms']:>9.2f}{row['p99_ms']:>9.2f}"
+              f"{row['non_2xx']:>9.0f}{row['cpu_us']:>12.1f}")
     print()
     for workers in worker_counts:
         gnar = summary.get(("gnar", workers), {}).get("rps")
         for other in KINDS[1:]:
             if gnar and (other, workers) in summary:
-                print(f"{workers} worker(s): flask-gnar / {other} = {gnar / summary[(other, workers)]['rps']:.3f}x")
+                theirs = summary[(other, workers)]
+                print(f"{workers} worker(s): flask-gnar / {other} = {gnar / theirs['rps']:.3f}x "
+                      f"req/s, {theirs['cpu_us'] / summary[('gnar', workers)]['cpu_us']:.3f}x "
+                      "by CPU per request")
     if 1 in worker_counts and 2 in worker_counts:
         for kind in kinds:
             print(f"{kind}: 2 workers / 1 worker = {summary[(kind, 2)]['rps'] / summary[(kind, 1)]['rps']:.2f}x")

@@ -1,6 +1,8 @@
 """The servers the HTTP benchmark compares: ``python bench/servers.py KIND PORT WORKERS``.
 
-gnar        flask-gnar's create_app + serve() in production (bjoern, pre-forked workers)
+gnar        flask-gnar's create_app + serve() in production (bjoern, pre-forked workers):
+            JWT and metrics on (the defaults), no database
+gnar-nometrics  the same with GNAR_METRICS=false
 gnar-login  the same, plus POST /login verifying an Argon2 hash with the default parameters
 bjoern      bare Flask on bjoern, forked after listen(reuse_port=True) (one shared socket)
 bjoern-rp   bare Flask on bjoern, each forked process with its own SO_REUSEPORT socket
@@ -29,11 +31,12 @@ def bare_app() -> Flask:
     return app
 
 
-def gnar_app(port: int) -> Flask:
+def gnar_app(port: int, metrics: bool = True) -> Flask:
     from flask_gnar import create_app
 
-    app = create_app("benchsvc", production=True, port=port, no_db=True, no_jwt=True,
-                     config={"GNAR_LOG_LEVEL": "WARNING"})
+    app = create_app("benchsvc", production=True, port=port, no_db=True,
+                     config={"GNAR_LOG_LEVEL": "WARNING", "GNAR_METRICS": metrics,
+                             "GNAR_JWT_SECRET_KEY": "a-benchmark-secret-of-at-least-32-bytes"})
 
     @app.get("/json")
     def json_route():
@@ -129,10 +132,13 @@ def run_gunicorn(port: int, workers: int) -> None:
 
 def main() -> None:
     kind, port, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    if kind in ("gnar", "gnar-login"):
+    if kind in ("gnar", "gnar-login", "gnar-nometrics"):
         from flask_gnar import serve
 
-        app = gnar_app(port) if kind == "gnar" else login_app(port)
+        if kind == "gnar-login":
+            app = login_app(port)
+        else:
+            app = gnar_app(port, metrics=kind == "gnar")
         serve(app, host="127.0.0.1", workers=workers)
     elif kind == "db-gnar":
         from flask_gnar import serve as serve_gnar

@@ -24,6 +24,7 @@ from .extension import GnarExtension
 from .factory import create_app
 from .health import GnarHealth
 from .log import GnarLogging
+from .metrics import GnarMetrics
 from .passwords import GnarArgon2
 from .peer import GnarPeer
 from .serve import serve
@@ -47,6 +48,7 @@ __all__ = [
     "GnarHealth",
     "GnarJWT",
     "GnarLogging",
+    "GnarMetrics",
     "GnarPeer",
     "GnarSES",
     "GnarSQS",

@@ -11,7 +11,14 @@ from hmac import compare_digest
 from typing import Any
 
 import jwt as pyjwt
-from flask import Flask, Response, current_app, make_response
+from flask import (
+    Flask,
+    Response,
+    after_this_request,
+    current_app,
+    has_request_context,
+    make_response,
+)
 from flask.typing import ResponseReturnValue
 from flask_jwt_extended import JWTManager, create_access_token, get_jwt
 from flask_jwt_extended.config import config as jwt_config
@@ -158,11 +165,16 @@ class GnarJWTManager(JWTManager):
     (signature, algorithms, ``exp``/``nbf``/``iat`` with leeway, audience, issuer,
     string subject, required identity claim, CSRF). A custom
     ``decode_key_loader`` gets the library's own path.
+
+    A request that decodes a token gets the sliding refresh (:func:`add_refreshed_token`)
+    after it; the others pay nothing for it.
     """
 
     def _decode_jwt_from_config(
         self, encoded_token: str, csrf_value: str | None = None, allow_expired: bool = False
     ) -> dict[str, Any]:
+        if has_request_context():
+            after_this_request(add_refreshed_token)
         if self._decode_key_callback is not default_decode_key_callback:
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
         audience = jwt_config.decode_audience
@@ -286,7 +298,6 @@ class GnarJWT(GnarExtension):
         if seed_status:
             answer_with_seed_status(jwt)
         answer_bad_signatures_401(app, jwt, seed_status)
-        app.after_request(add_refreshed_token)
         state.provide(jwt=jwt, fresh_token=refreshed_token)
         log.info("JWT configured, tokens expire in %s minutes", expires.total_seconds() / 60)
         return {"jwt": jwt}

@@ -17,6 +17,7 @@ from .errors import GnarErrors
 from .extension import GnarExtension
 from .health import GnarHealth
 from .log import GnarLogging
+from .metrics import GnarMetrics
 from .passwords import GnarArgon2
 from .peer import GnarPeer
 from .ses import GnarSES
@@ -87,4 +88,5 @@ def extensions_in_seed_order(
         GnarSES(),
         GnarPeer(),
         GnarHealth(),
+        GnarMetrics(),
     ]

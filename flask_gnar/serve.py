@@ -182,6 +182,7 @@ def serve_production(
     shutdown_delay(state)  # checked before the socket opens: a forked worker must not fail on it
     in_flight = InFlight(app.wsgi_app)
     address = (host, port)
+    state.prepare_serving()
     if count == 1:
         sock = listen(in_flight, address)
         run_worker(app, state, in_flight, sock, deadline)
@@ -252,6 +253,7 @@ class Supervisor:
             self.reap(replace=True)
             time.sleep(0.05)
         self.shut_down()
+        self.state.finish_serving()
 
     def spawn(self) -> None:
         self.state.prepare_fork()
@@ -285,6 +287,7 @@ class Supervisor:
             started = self.workers.pop(pid, None)
             if started is None:
                 continue
+            self.state.worker_exited(pid)
             if replace and not self.stopping:
                 log.warning("worker %d exited (%s); starting a new one", pid, describe_status(status))
                 if time.monotonic() - started < 1.0:

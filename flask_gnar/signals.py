@@ -40,6 +40,9 @@ peer_configured = _signals.signal("gnar.peer-configured")
 #: GnarTracing is configured. Keyword arguments: ``enabled`` (bool), ``service_name``
 #: (the traces' service name, ``None`` when off).
 tracing_configured = _signals.signal("gnar.tracing-configured")
+#: GnarMetrics is configured. Keyword arguments: ``path`` (the scrape path, ``None`` when
+#: ``GNAR_METRICS`` is false).
+metrics_configured = _signals.signal("gnar.metrics-configured")
 #: GnarHealth registered its probes. Keyword arguments: ``paths`` (the URL rules).
 health_configured = _signals.signal("gnar.health-configured")
 
@@ -50,10 +53,12 @@ blueprint_failed = _signals.signal("gnar.blueprint-failed")
 serving_started = _signals.signal("gnar.serving-started")
 #: The app is stopping (before stop hooks run). Keyword arguments: ``reason``.
 serving_stopping = _signals.signal("gnar.serving-stopping")
-#: An SQS message was handled and deleted. Keyword arguments: ``queue_name``, ``message``.
+#: An SQS message was handled and deleted. Keyword arguments: ``queue_name``, ``message``,
+#: ``elapsed`` (seconds the callback took).
 sqs_message_handled = _signals.signal("gnar.sqs-message-handled")
 #: An SQS message was left on its queue. Keyword arguments: ``queue_name``,
-#: ``message``, ``error`` (the exception, or ``None`` when the callback returned False).
+#: ``message``, ``error`` (the exception, or ``None`` when the callback returned False),
+#: ``elapsed`` (seconds the callback took).
 sqs_message_failed = _signals.signal("gnar.sqs-message-failed")
 #: A peer request finished. Keyword arguments: ``service`` (``None`` for
 #: ``gnar.external``), ``method``, ``url``,

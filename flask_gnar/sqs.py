@@ -271,6 +271,8 @@ class Held:
     state: str = PENDING
     finished_at: float = 0.0
     poisoned: bool = False
+    #: Seconds its callback took (``None`` until it ran).
+    elapsed: float | None = None
 
     @property
     def group(self) -> str | None:
@@ -542,12 +544,14 @@ class SQSPoller:
         count = held.receive_count
         if limit is not None and count > limit:
             return self._poison(held, count, limit, None)
+        started = time.perf_counter()
         failure = self._run_callback(self.config.callback, held.message)
+        held.elapsed = time.perf_counter() - started
         if failure is None:
             return True
         if limit is not None and count >= limit:
             return self._poison(held, count, limit, failure)
-        self._report_failure(held.message, failure.what, failure.error)
+        self._report_failure(held.message, failure.what, failure.error, held.elapsed)
         return False
 
     def _run_callback(self, callback: Callback, message: Message) -> Failure | None:
@@ -563,7 +567,9 @@ class SQSPoller:
             return Failure("the callback returned False", None)
         return None
 
-    def _report_failure(self, message: Message, what: str, error: Exception | None) -> None:
+    def _report_failure(
+        self, message: Message, what: str, error: Exception | None, elapsed: float | None = None
+    ) -> None:
         log.log(
             logging.ERROR if error else logging.WARNING,
             "SQS queue %s: %s on message %s; it stays on the queue",
@@ -572,15 +578,16 @@ class SQSPoller:
             message.get("MessageId"),
             exc_info=error,
         )
-        self._send_failed(message, error)
+        self._send_failed(message, error, elapsed)
 
-    def _send_failed(self, message: Message, error: Exception | None) -> None:
+    def _send_failed(self, message: Message, error: Exception | None, elapsed: float | None) -> None:
         send_runtime_signal(
             signals.sqs_message_failed,
             self.queues.app,
             queue_name=self.config.queue_name,
             message=message,
             error=error,
+            elapsed=elapsed,
         )
 
     def _poison(self, held: Held, count: int, limit: int, failure: Failure | None) -> bool:
@@ -595,7 +602,7 @@ class SQSPoller:
             "handing it to on_poison" if on_poison else "leaving it to the queue's redrive policy",
             exc_info=failure.error if failure else None,
         )
-        self._send_failed(held.message, poison)
+        self._send_failed(held.message, poison, held.elapsed)
         if on_poison is None:
             return False
         outcome = self._run_callback(on_poison, held.message)
@@ -738,7 +745,7 @@ class SQSPoller:
             entry = failed.get(str(index))
             if entry is None:
                 if not held.poisoned:
-                    self._send_handled(held.message)
+                    self._send_handled(held.message, held.elapsed)
                 done.append(held)
             elif is_lost_receipt(str(entry.get("Code", ""))):
                 log.error(
@@ -775,13 +782,14 @@ class SQSPoller:
         with self.hand.changed:
             self._retry_at = time.monotonic() + delay
 
-    def _send_handled(self, message: Message) -> None:
+    def _send_handled(self, message: Message, elapsed: float | None) -> None:
         with self.queues.app.app_context():
             send_runtime_signal(
                 signals.sqs_message_handled,
                 self.queues.app,
                 queue_name=self.config.queue_name,
                 message=message,
+                elapsed=elapsed,
             )
 
     def _put_back(self, batch: list[Held]) -> None:

@@ -40,6 +40,7 @@ ASSET_OWNERS = {
 }
 
 Hook = Callable[[], None]
+PidHook = Callable[[int], None]
 
 
 class GnarState:
@@ -68,6 +69,9 @@ class GnarState:
         self._start_hooks: list[Hook] = []
         self._stop_hooks: list[Hook] = []
         self._before_fork_hooks: list[Hook] = []
+        self._before_serving_hooks: list[Hook] = []
+        self._after_serving_hooks: list[Hook] = []
+        self._worker_exit_hooks: list[PidHook] = []
         self._started_pid: int | None = None
         self._lock = threading.RLock()
 
@@ -123,6 +127,42 @@ class GnarState:
         """Run the before-fork hooks: nothing open may be shared with a forked worker."""
         for hook in self._before_fork_hooks:
             hook()
+
+    def before_serving(self, hook: Hook) -> Hook:
+        """Run ``hook`` once per production ``serve()``, in its process, before any worker
+        exists (the metrics folder for this run)."""
+        self._before_serving_hooks.append(hook)
+        return hook
+
+    def after_serving(self, hook: Hook) -> Hook:
+        """Run ``hook`` in the supervisor once its workers have exited."""
+        self._after_serving_hooks.append(hook)
+        return hook
+
+    def on_worker_exit(self, hook: PidHook) -> PidHook:
+        """Run ``hook(pid)`` in the supervisor when a worker has exited (or was killed)."""
+        self._worker_exit_hooks.append(hook)
+        return hook
+
+    def prepare_serving(self) -> None:
+        for hook in self._before_serving_hooks:
+            hook()
+
+    def finish_serving(self) -> None:
+        """Run the after-serving hooks; never raises."""
+        for hook in self._after_serving_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("after-serving hook %r failed", hook)
+
+    def worker_exited(self, pid: int) -> None:
+        """Run the worker-exit hooks for ``pid``; never raises (the supervisor goes on)."""
+        for hook in self._worker_exit_hooks:
+            try:
+                hook(pid)
+            except Exception:
+                log.exception("worker-exit hook %r failed", hook)
 
     @property
     def started(self) -> bool:

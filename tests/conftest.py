@@ -24,12 +24,18 @@ def scrub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(SCRUBBED_PREFIXES) or key.endswith(("_SERVICE_HOST", "_SERVICE_PORT")):
             monkeypatch.delenv(key)
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No GNAR_*/AWS_* variable from the developer's shell leaks into a test."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No GNAR_*/AWS_* variable from the developer's shell leaks into a test.
+
+    Services a test serves (and kills) keep their metrics folders in pytest's own
+    temporary folder, not in /dev/shm.
+    """
     scrub_environment(monkeypatch)
+    monkeypatch.setenv("GNAR_METRICS_DIR", str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="module")

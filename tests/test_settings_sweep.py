@@ -79,6 +79,8 @@ BAD_VALUES: dict[str, list[str]] = {
     "HEALTH_ENABLED": ["perhaps"],
     # tracing
     "TRACING": ["perhaps", "2"],
+    # metrics
+    "METRICS": ["perhaps"],
     # serve: read by serve(), before it opens the socket
     "WORKERS": ["two", "0", "1025", "99999999999999999999"],
     "SHUTDOWN_GRACE_SECONDS": ["long", "-1", PAST_THREAD_WAITS],

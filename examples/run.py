@@ -160,6 +160,12 @@ A short tour (paste it into a shell):
   curl -s {piste}/metrics
 """
 
+TRACES = """
+Metrics: GET /metrics on each service (Prometheus' text format, every worker added up).
+Traces: with flask-gnar[tracing] installed (nox installs it) both services send OTLP to
+$OTEL_EXPORTER_OTLP_ENDPOINT (default http://localhost:4318): run a collector such as
+Jaeger there to follow a sign-up from piste through SQS into powder."""
+
 
 def tour(ports: dict[str, int]) -> str:
     """Commands a newcomer can paste: sign up, log in, /users/me, powder's feed, metrics."""
@@ -195,7 +201,7 @@ def main() -> int:
             smoke(ports, aws.env)
             return 0
         print(f"Postgres: {postgres.uri}\nAWS stand-in: {aws.endpoint_url}")
-        print(tour(ports), "Ctrl-C stops everything.", sep="\n", flush=True)
+        print(TRACES, tour(ports), "Ctrl-C stops everything.", sep="\n", flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
         return 0
     finally:

@@ -64,13 +64,6 @@ def parse_int(value: Any) -> int:
     raise ValueError(f"expected a whole number, got {value!r}")
 
 
-def parse_positive_int(value: Any) -> int:
-    number = parse_int(value)
-    if number < 1:
-        raise ValueError(f"expected a whole number of at least 1, got {number}")
-    return number
-
-
 def parse_float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
@@ -110,24 +103,10 @@ def parse_log_level(value: Any) -> str:
     )
 
 
-def parse_non_negative_int(value: Any) -> int:
-    number = parse_int(value)
-    if number < 0:
-        raise ValueError(f"expected a whole number of at least 0, got {number}")
-    return number
-
-
 def parse_positive_float(value: Any) -> float:
     number = parse_float(value)
     if number <= 0:
         raise ValueError(f"expected a number greater than 0, got {value!r}")
-    return number
-
-
-def parse_non_negative_float(value: Any) -> float:
-    number = parse_float(value)
-    if number < 0:
-        raise ValueError(f"expected a number of at least 0, got {value!r}")
     return number
 
 

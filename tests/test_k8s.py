@@ -13,7 +13,7 @@ import yaml
 from flask import Flask
 
 from flask_gnar import db, health, sqs
-from flask_gnar.config import parse_bool, parse_non_negative_float, parse_positive_int
+from flask_gnar.config import parse_bool
 from flask_gnar.serve import grace_seconds, shutdown_delay, worker_count
 from flask_gnar.state import init_state
 from helpers import ROOT
@@ -121,7 +121,7 @@ def test_shutdown_timings_fit_in_the_termination_grace_period(
     delay = shutdown_delay(state)
     workers = worker_count(state)
     stop_timeout = state.settings.get(
-        "SQS_STOP_TIMEOUT_SECONDS", parse_non_negative_float, default=sqs.DEFAULT_STOP_TIMEOUT_SECONDS
+        "SQS_STOP_TIMEOUT_SECONDS", sqs.parse_non_negative_float, default=sqs.DEFAULT_STOP_TIMEOUT_SECONDS
     )
     termination = pod(service)["terminationGracePeriodSeconds"]
 
@@ -132,7 +132,7 @@ def test_shutdown_timings_fit_in_the_termination_grace_period(
         assert grace + stop_timeout < termination
     else:
         readiness_timeout = state.settings.get(
-            "PG_READINESS_TIMEOUT", parse_positive_int, default=db.DEFAULT_READINESS_TIMEOUT
+            "PG_READINESS_TIMEOUT", db.parse_timeout_int, default=db.DEFAULT_READINESS_TIMEOUT
         )
         assert spec["readinessProbe"]["timeoutSeconds"] > readiness_timeout
 

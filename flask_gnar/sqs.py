@@ -581,14 +581,21 @@ class SQSPoller:
         self._send_failed(message, error, elapsed)
 
     def _send_failed(self, message: Message, error: Exception | None, elapsed: float | None) -> None:
-        send_runtime_signal(
-            signals.sqs_message_failed,
-            self.queues.app,
-            queue_name=self.config.queue_name,
-            message=message,
-            error=error,
-            elapsed=elapsed,
-        )
+        self._send_outcome(signals.sqs_message_failed, message, elapsed, error=error)
+
+    def _send_outcome(
+        self, signal: NamedSignal, message: Message, elapsed: float | None, **extra: Any
+    ) -> None:
+        """``sqs_message_handled`` or ``_failed``, in an app context like the callback's."""
+        with self.queues.app.app_context():
+            send_runtime_signal(
+                signal,
+                self.queues.app,
+                queue_name=self.config.queue_name,
+                message=message,
+                elapsed=elapsed,
+                **extra,
+            )
 
     def _poison(self, held: Held, count: int, limit: int, failure: Failure | None) -> bool:
         """Give up on a message; ``True`` when ``on_poison`` took it (then it is deleted)."""
@@ -783,14 +790,7 @@ class SQSPoller:
             self._retry_at = time.monotonic() + delay
 
     def _send_handled(self, message: Message, elapsed: float | None) -> None:
-        with self.queues.app.app_context():
-            send_runtime_signal(
-                signals.sqs_message_handled,
-                self.queues.app,
-                queue_name=self.config.queue_name,
-                message=message,
-                elapsed=elapsed,
-            )
+        self._send_outcome(signals.sqs_message_handled, message, elapsed)
 
     def _put_back(self, batch: list[Held]) -> None:
         self._release(self.hand.url, [held.message for held in batch])

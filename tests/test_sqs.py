@@ -74,12 +74,15 @@ class Recorder:
 
     def __init__(self, signal: Any, app: Flask) -> None:
         self.calls: list[dict[str, Any]] = []
+        #: The current app each receiver call saw (``None`` outside an app context).
+        self.apps: list[Flask | None] = []
         signal.connect(self.receive, sender=app, weak=False)
         self.signal = signal
         self.app = app
 
     def receive(self, sender: Flask, **kwargs: Any) -> None:
         self.calls.append(kwargs)
+        self.apps.append(current_app._get_current_object() if has_app_context() else None)
 
     def disconnect(self) -> None:
         self.signal.disconnect(self.receive, sender=self.app)
@@ -138,6 +141,7 @@ def test_message_reaches_callback_in_app_context_and_is_deleted(sqs, new_queue, 
     wait_until(lambda: handled.calls, what="sqs_message_handled")
     assert handled.calls[0]["queue_name"] == name
     assert handled.calls[0]["message"]["MessageId"] == response["MessageId"]
+    assert handled.apps[0] is app
 
 
 @pytest.mark.parametrize("outcome", ["returns False", "raises"])
@@ -158,6 +162,7 @@ def test_failed_message_stays_on_the_queue(sqs, new_queue, serving, caplog, outc
     assert handled.calls == []
     assert failed.calls[0]["message"]["Body"] == "slush"
     assert failed.calls[0]["error"] is (None if outcome == "returns False" else error)
+    assert failed.apps[0] is app, "receivers run in the app's context, as for a handled message"
     assert "stays on the queue" in caplog.text
 
 

@@ -217,7 +217,7 @@ def run_worker(
     try:
         bjoern.run()
     except KeyboardInterrupt:
-        log.info("bjoern drained its connections")
+        log.info("interrupted (SIGINT): stopping")
     finally:
         stop_serving(app, state, "bjoern stopped")
 
@@ -389,9 +389,11 @@ class Drain:
             nonlocal idle_since
             if self.in_flight.count > 0 or listener.queued_connections(self.sock) > 0:
                 idle_since = None
-            elif idle_since is None:
-                idle_since = time.monotonic()
-            return time.monotonic() - (idle_since or time.monotonic()) >= IDLE_CONFIRM_SECONDS
+                return False
+            now = time.monotonic()
+            if idle_since is None:
+                idle_since = now
+            return now - idle_since >= IDLE_CONFIRM_SECONDS
 
         return self.wait_for(drained)
 

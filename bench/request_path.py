@@ -37,7 +37,7 @@ def build(variant: str) -> Any:
         app = Flask("bare")
     else:
         from flask_gnar import create_app, get_state
-        from flask_gnar.serve import InFlight
+        from flask_gnar.inflight import serving_layer
 
         config: dict[str, Any] = {"GNAR_LOG_LEVEL": "WARNING",
                                   "GNAR_JWT_SECRET_KEY": "x" * 40,
@@ -57,7 +57,7 @@ def build(variant: str) -> Any:
 
     if variant == "bare":
         return app
-    return InFlight(app.wsgi_app)
+    return serving_layer(app.wsgi_app)
 
 
 def time_calls(wsgi: Any, calls: int) -> float:

@@ -39,30 +39,28 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from . import signals
 from .config import Settings, parse_bool, parse_str
 from .extension import GnarExtension
+from .inflight import InFlight
 from .request_files import (
     HTTP_DURATION,
     HTTP_DURATION_HELP,
     HTTP_REQUESTS,
     HTTP_REQUESTS_HELP,
+    METRICS_ENDPOINT,
     RequestFiles,
     RequestFilesCollector,
+    RowsByRequest,
 )
 from .state import GnarState
 
 if TYPE_CHECKING:  # pragma: no cover
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from werkzeug.routing import Rule
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/metrics"
 #: The text format every Prometheus 2 and 3 reads (our names need none of 1.0.0's escaping).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-ENDPOINT = "gnar_metrics"
-#: Methods counted under their own name; anything else a client sends is ``OTHER``.
-KNOWN_METHODS = frozenset(
-    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"}
-)
-UNMATCHED_ROUTE = "none"
 FOLDER_PREFIX = "gnar-metrics-"
 LOCK_FILE = ".lock"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -149,20 +147,15 @@ class Recorder:
             list(build), registry=registry, multiprocess_mode="max",
         )
         self.build_info.labels(**build).set(1)
-        self._http: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self.requests_by_kind = RequestChildren(self.requests, self.duration)
         self._pool: tuple[int, int] = (-1, -1)
 
-    def request(self, method: str, route: str, status: str, seconds: float) -> None:
+    def request(self, rule: Rule | None, method: str, status: str, seconds: float) -> None:
         """Count one request; ``status`` is the WSGI status line (``"200 OK"``)."""
-        key = (method, route, status)
-        children = self._http.get(key)
-        if children is None:
-            children = self._http[key] = (
-                self.requests.labels(method, route, status[:3]),
-                self.duration.labels(method, route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
+        children = self.requests_by_kind.row_of(rule, method, status)
+        if children is not None:
+            children[0].inc()
+            children[1].observe(seconds)
 
     def pool(self, pool: Any) -> None:
         """The pool's idle and in-use counts, written only when they changed."""
@@ -171,6 +164,25 @@ class Recorder:
             self._pool = figures
             self.db_connections.labels("idle").set(figures[0])
             self.db_connections.labels("in_use").set(figures[1])
+
+
+class RequestChildren(RowsByRequest[tuple[Any, Any]]):
+    """The counter and histogram children of each kind of request."""
+
+    def __init__(self, requests: Counter, duration: Histogram) -> None:
+        super().__init__()
+        self.requests = requests
+        self.duration = duration
+
+    def row_of(self, rule: Rule | None, method: str, status: str) -> tuple[Any, Any] | None:
+        try:
+            return self.rows[None if rule is None else rule.rule, method, status]
+        except KeyError:
+            return super().row_of(rule, method, status)
+
+    def new_row(self, labels: tuple[str, str, int]) -> tuple[Any, Any]:
+        method, route, status = labels
+        return self.requests.labels(method, route, str(status)), self.duration.labels(method, route)
 
 
 class MultiprocessFolder:
@@ -312,43 +324,59 @@ class AppMetrics:
         recorder.peer_duration.labels(name).observe(elapsed)
 
 
-class CountRequests:
-    """WSGI middleware counting each request by method, URL rule and status.
+class CountRequests(InFlight):
+    """The in-flight layer that also counts each request by method, URL rule and status.
 
     Flask's request hooks and its request proxy cost more per request than all
-    the counting, so this runs around Flask: it times the request from its
-    arrival, and when Flask starts the response it reads the matched rule from
-    the request object werkzeug keeps in the environ (Flask forgets that object
-    only after the response has started).
+    the counting, so this runs around Flask, in the one WSGI layer ``serve()``
+    needs anyway: it times the request from its arrival to the start of its
+    response, and reads the matched rule from the request object werkzeug keeps
+    in the environ.
     """
 
     def __init__(self, wsgi_app: WSGIApplication, metrics: AppMetrics) -> None:
-        self.wsgi_app = wsgi_app
+        super().__init__(wsgi_app)
         self.metrics = metrics
         self.pool: Callable[[], Any] | None = metrics.pool if metrics.with_db else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self.closing:
+            return self.call_while_closing(environ, start_response)
         started = perf_counter()
+        status_line = ""
+        rule = None
+        returned = False
 
-        # One closure, no further calls but the count itself: this runs on every request.
-        def count_and_start(status: str, headers: Any, exc_info: Any = None) -> Any:
-            seconds = perf_counter() - started
+        # The request path's one closure keeps the status and the matched rule
+        # (Flask forgets its request object once it returns); the count waits
+        # until then, unless the app starts its response late, as Flask never does.
+        def keep_status(status: str, headers: Any, exc_info: Any = None) -> Any:
+            nonlocal status_line, rule
+            status_line = status
             rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            if rule is None:
-                route = UNMATCHED_ROUTE
-            elif rule.endpoint == ENDPOINT:
-                return start_response(status, headers, exc_info)
-            else:
-                route = rule.rule
-            method = environ["REQUEST_METHOD"]
-            if method not in KNOWN_METHODS:
-                method = "OTHER"
-            self.metrics.http.request(method, route, status, seconds)
-            if self.pool is not None:
-                self.metrics.recorder.pool(self.pool())
+            if returned:
+                self.count_request(rule, environ, status, started)
             return start_response(status, headers, exc_info)
 
-        return self.wsgi_app(environ, count_and_start)
+        self.count += 1
+        try:
+            body = self.wsgi_app(environ, keep_status)
+        except BaseException:
+            self.done()
+            raise
+        returned = True
+        if status_line:  # inline: a call costs more here than the counting
+            self.metrics.http.request(rule, environ["REQUEST_METHOD"], status_line,
+                                      perf_counter() - started)
+            if self.pool is not None:
+                self.metrics.recorder.pool(self.pool())
+        return self.until_closed(body)
+
+    def count_request(self, rule: Rule | None, environ: WSGIEnvironment, status: str,
+                      started: float) -> None:
+        self.metrics.http.request(rule, environ["REQUEST_METHOD"], status, perf_counter() - started)
+        if self.pool is not None:
+            self.metrics.recorder.pool(self.pool())
 
 
 class GnarMetrics(GnarExtension):
@@ -388,7 +416,7 @@ class GnarMetrics(GnarExtension):
         def scrape() -> Response:
             return Response(metrics.exposition(), mimetype=None, content_type=CONTENT_TYPE)
 
-        app.add_url_rule(path, ENDPOINT, scrape, methods=["GET"])
+        app.add_url_rule(path, METRICS_ENDPOINT, scrape, methods=["GET"])
         state.provide(metrics=metrics)
         return {"path": path}
 

@@ -322,6 +322,55 @@ def test_works_alone_on_a_plain_flask_app() -> None:
     assert samples(scrape, "gnar_workers") == {(): 1.0}
 
 
+def test_a_response_started_late_is_counted_with_its_status() -> None:
+    """A middleware under GnarMetrics may start the response while the body is read."""
+    app = Flask("plain")
+
+    @app.get("/made")
+    def made() -> tuple[dict[str, bool], int]:
+        return {"made": True}, 201
+
+    flask_wsgi = app.wsgi_app
+
+    def start_when_read(environ: Any, start_response: Any) -> Any:
+        started: list[tuple[str, Any]] = []
+        body = flask_wsgi(environ, lambda status, headers, exc=None: started.append((status, headers)))
+
+        def read() -> Iterator[bytes]:
+            start_response(*started[0])
+            yield from body
+
+        return read()
+
+    app.wsgi_app = start_when_read  # type: ignore[method-assign]
+    GnarMetrics(app)
+    for _ in range(3):
+        assert app.test_client().get("/made").status_code == 201
+    # the rule is read when the response starts: by then Flask has forgotten the request
+    assert request_totals(scrape_of(app)) == {("GET", "none", "201"): 3.0}
+
+
+def test_serve_uses_the_metrics_layer_as_its_in_flight_layer() -> None:
+    from werkzeug.test import EnvironBuilder
+
+    from flask_gnar.inflight import serving_layer
+
+    app = create_app("snowy", no_db=True, no_jwt=True, config={"TESTING": True})
+
+    @app.get("/slope")
+    def slope() -> dict[str, str]:
+        return {"slope": "black"}
+
+    layer = serving_layer(app.wsgi_app)
+    assert layer is app.wsgi_app, "one WSGI layer counts both"
+    body = layer(EnvironBuilder(path="/slope").get_environ(), lambda status, headers, exc=None: None)
+    assert layer.count == 1
+    assert b"black" in b"".join(body)
+    body.close()
+    assert layer.count == 0
+    assert request_totals(scrape_of(app)) == {("GET", "/slope", "200"): 1.0}
+
+
 def test_each_run_gets_a_new_folder_and_a_crashed_runs_folder_goes(tmp_path: Path) -> None:
     crashed = Tally(TALLY_WORKERS="2", GNAR_METRICS_DIR=str(tmp_path))
     crashed.get("/user/1")
@@ -368,7 +417,11 @@ def test_pool_gauges_follow_the_database_pool(gnar_create_app: Any) -> None:
 
 
 def test_a_worker_reusing_a_dead_workers_pid_adds_to_its_figures(tmp_path: Path) -> None:
+    from werkzeug.routing import Rule
+
     from flask_gnar.request_files import RequestFiles, RequestFilesCollector, labels_file
+
+    rule_a, rule_b = Rule("/a", endpoint="a"), Rule("/b", endpoint="b")
 
     def totals() -> dict[tuple[str, ...], float]:
         [counter, histogram] = RequestFilesCollector(tmp_path).collect()
@@ -381,13 +434,13 @@ def test_a_worker_reusing_a_dead_workers_pid_adds_to_its_figures(tmp_path: Path)
 
     dead = RequestFiles(tmp_path)
     for _ in range(3):
-        dead.request("GET", "/a", "200 OK", 0.001)
-    dead.request("GET", "/b", "404 NOT FOUND", 0.2)
+        dead.request(rule_a, "GET", "200 OK", 0.001)
+    dead.request(rule_b, "GET", "404 NOT FOUND", 0.2)
     with labels_file(tmp_path, os.getpid()).open("a") as labels:
         labels.write('["GET", "/c')  # the worker died writing a label line
     reborn = RequestFiles(tmp_path)  # same pid, as a replacement worker may get
-    reborn.request("GET", "/a", "200 OK", 0.002)
-    reborn.request("POST", "/a", "201 CREATED", 0.002)
+    reborn.request(rule_a, "GET", "200 OK", 0.002)
+    reborn.request(rule_a, "POST", "201 CREATED", 0.002)
     try:
         assert totals() == {
             ("GET", "/a", "200"): 4.0, ("GET", "/b", "404"): 1.0, ("POST", "/a", "201"): 1.0,

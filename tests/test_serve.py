@@ -245,7 +245,7 @@ def test_stop_hooks_share_the_grace_period():
 def test_in_flight_count_drops_when_the_response_is_closed():
     from werkzeug.test import EnvironBuilder
 
-    from flask_gnar.serve import InFlight
+    from flask_gnar.inflight import InFlight
 
     application = create_app("snowy", no_db=True, no_jwt=True)
     counter = InFlight(application.wsgi_app)

@@ -59,15 +59,21 @@ class InFlight:
         return ClosingIterator(body, self.done)
 
     def call_while_closing(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        def start_closing_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            kept = [(key, value) for key, value in headers if key.lower() != "connection"]
-            return start_response(status, [*kept, ("Connection", "close")], exc_info)
-
         wsgi_app = answer_shutting_down if self.refusing else self.wsgi_app
-        return self.counted(wsgi_app, environ, start_closing_response)
+        return self.counted(wsgi_app, environ, asking_to_close(start_response))
 
     def done(self) -> None:
         self.count -= 1
+
+
+def asking_to_close(start_response: StartResponse) -> StartResponse:
+    """``start_response`` that adds ``Connection: close`` to every response."""
+
+    def start_closing_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        kept = [(key, value) for key, value in headers if key.lower() != "connection"]
+        return start_response(status, [*kept, ("Connection", "close")], exc_info)
+
+    return start_closing_response
 
 
 def serving_layer(wsgi_app: WSGIApplication) -> InFlight:

@@ -39,7 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from . import signals
 from .config import Settings, parse_bool, parse_str
 from .extension import GnarExtension
-from .inflight import InFlight
+from .inflight import InFlight, asking_to_close
 from .request_files import (
     HTTP_DURATION,
     HTTP_DURATION_HELP,
@@ -340,8 +340,10 @@ class CountRequests(InFlight):
         self.pool: Callable[[], Any] | None = metrics.pool if metrics.with_db else None
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if self.closing:
-            return self.call_while_closing(environ, start_response)
+        if self.closing:  # shutting down: counted still, until the app is stopping
+            if self.refusing:
+                return self.call_while_closing(environ, start_response)
+            start_response = asking_to_close(start_response)
         started = perf_counter()
         status_line = ""
         rule = None

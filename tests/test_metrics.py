@@ -371,6 +371,36 @@ def test_serve_uses_the_metrics_layer_as_its_in_flight_layer() -> None:
     assert request_totals(scrape_of(app)) == {("GET", "/slope", "200"): 1.0}
 
 
+def test_requests_served_while_a_worker_drains_are_counted() -> None:
+    from werkzeug.test import EnvironBuilder
+
+    app = create_app("snowy", no_db=True, no_jwt=True, config={"TESTING": True})
+
+    @app.get("/slope")
+    def slope() -> dict[str, str]:
+        return {"slope": "black"}
+
+    layer = app.wsgi_app
+    answers: list[tuple[str, dict[str, str]]] = []
+
+    def call() -> None:
+        body = layer(EnvironBuilder(path="/slope").get_environ(),
+                     lambda status, headers, exc=None: answers.append((status, dict(headers))))
+        b"".join(body)
+        body.close()
+
+    layer.closing = True  # what the drain sets: served, and the client asked to close
+    call()
+    layer.refusing = True  # the app is stopping: answered without reaching it
+    call()
+    assert [(status[:3], headers["Connection"]) for status, headers in answers] == [
+        ("200", "close"), ("503", "close")
+    ]
+    assert layer.count == 0
+    layer.closing = layer.refusing = False  # for the scrape
+    assert request_totals(scrape_of(app)) == {("GET", "/slope", "200"): 1.0}
+
+
 def test_each_run_gets_a_new_folder_and_a_crashed_runs_folder_goes(tmp_path: Path) -> None:
     crashed = Tally(TALLY_WORKERS="2", GNAR_METRICS_DIR=str(tmp_path))
     crashed.get("/user/1")

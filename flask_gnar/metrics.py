@@ -329,9 +329,9 @@ class CountRequests(InFlight):
 
     Flask's request hooks and its request proxy cost more per request than all
     the counting, so this runs around Flask, in the one WSGI layer ``serve()``
-    needs anyway: it times the request from its arrival to the start of its
+    needs anyway: it times the request from its arrival until Flask returns the
     response, and reads the matched rule from the request object werkzeug keeps
-    in the environ.
+    in the environ while the response starts.
     """
 
     def __init__(self, wsgi_app: WSGIApplication, metrics: AppMetrics) -> None:
@@ -367,11 +367,8 @@ class CountRequests(InFlight):
             self.done()
             raise
         returned = True
-        if status_line:  # inline: a call costs more here than the counting
-            self.metrics.http.request(rule, environ["REQUEST_METHOD"], status_line,
-                                      perf_counter() - started)
-            if self.pool is not None:
-                self.metrics.recorder.pool(self.pool())
+        if status_line:
+            self.count_request(rule, environ, status_line, started)
         return self.until_closed(body)
 
     def count_request(self, rule: Rule | None, environ: WSGIEnvironment, status: str,

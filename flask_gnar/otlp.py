@@ -4,10 +4,11 @@ OpenTelemetry's SDK span costs about 25 µs to start and end and its OTLP encode
 about 27 µs a span, more than a whole request of a small Flask route on bjoern.
 flask-gnar's spans implement the OpenTelemetry API's :class:`~opentelemetry.trace.Span`
 (so ``trace.get_current_span()``, propagators and log correlation see them) with
-none of the SDK's per-attribute checks and locks; the SDK's samplers, id
-generator and resource detection are used as they are. Ended spans wait in a
-per-process buffer; a thread of that process encodes them straight to OTLP
-protobuf and posts them (``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_*`` apply).
+none of the SDK's per-attribute checks and locks; the SDK's samplers (its four
+fixed ones decided as they would decide), id generator and resource detection
+are used as they are. Ended spans wait in a per-process buffer; a thread of that
+process encodes them, a batch at a time, straight to OTLP protobuf and posts them
+(``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_*`` apply).
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ class ProcessTracer:
             OTLPHTTPExport.check_settings()
         self._pid: int | None = None
         self._tracer: LeanTracer | None = None
-        self._buffers: list[SpanBuffer[Any]] = []
+        self._buffers: list[SpanBuffer] = []
         self._lock = threading.Lock()
 
     def tracer(self) -> LeanTracer:
@@ -195,13 +195,13 @@ class ProcessTracer:
             if self._tracer is not None and self._pid == os.getpid():
                 return self._tracer
             resource = Resource.create({"service.name": self.service_name, "process.pid": os.getpid()})
-            buffers: list[SpanBuffer[Any]] = []
+            buffers: list[SpanBuffer] = []
             if "otlp" in self.exporter_names:
                 encoder = SpanEncoder(resource, INSTRUMENTATION_NAME)
-                buffers.append(SpanBuffer(encoder.span, OTLPHTTPExport(encoder), self.batch_settings))
+                buffers.append(SpanBuffer(OTLPHTTPExport(encoder), self.batch_settings))
             if "console" in self.exporter_names:
                 console = ConsoleExport(resource, INSTRUMENTATION_NAME)
-                buffers.append(SpanBuffer(lambda span: span, console, self.batch_settings))
+                buffers.append(SpanBuffer(console, self.batch_settings))
             self._buffers = buffers
             self._tracer = LeanTracer(self.sampler, fan_out(buffers))
             self._pid = os.getpid()
@@ -220,7 +220,7 @@ class ProcessTracer:
         return all([buffer.flush(timeout) for buffer in self._buffers])
 
 
-def fan_out(buffers: list[SpanBuffer[Any]]) -> Callable[[LeanSpan], None]:
+def fan_out(buffers: list[SpanBuffer]) -> Callable[[LeanSpan], None]:
     """Where an ended span goes: nowhere, the one buffer, or each of them."""
     if not buffers:
         return lambda span: None
@@ -272,11 +272,11 @@ class AppTracing:
         )
         method = environ.get("REQUEST_METHOD", "GET")
         known = method in HTTP_METHODS
-        span = self.process_tracer.tracer().start_span(
+        span = self.process_tracer.tracer().start(
             method if known else "HTTP",
-            context=parent,
-            kind=self._server_kind,
-            attributes={
+            parent,
+            self._server_kind,
+            {
                 "http.request.method": method if known else "_OTHER",
                 "url.path": environ.get("PATH_INFO") or "/",
                 "url.scheme": environ.get("wsgi.url_scheme", "http"),

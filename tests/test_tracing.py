@@ -12,6 +12,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -372,3 +373,87 @@ def test_a_stopping_worker_exports_its_pending_spans(collector: Collector, tmp_p
         gamma.process.send_signal(signal.SIGTERM)
         assert gamma.process.wait(timeout=60) == 0
     assert wait_until(lambda: collector.one(service="gamma", trace_id=trace_id, kind="server"))
+
+
+# --- the OTLP/HTTP export itself --------------------------------------------------------
+
+
+def ended_spans(count: int) -> list[Any]:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from flask_gnar.otlp import LeanTracer
+
+    spans: list[Any] = []
+    tracer = LeanTracer(ALWAYS_ON, spans.append)
+    for number in range(count):
+        tracer.start_span(f"span {number}").end()
+    return spans
+
+
+@contextmanager
+def otlp_export(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> Iterator[Any]:
+    from opentelemetry.sdk.resources import Resource
+
+    from flask_gnar.otlp import OTLPHTTPExport, SpanEncoder
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)
+    export = OTLPHTTPExport(SpanEncoder(Resource.create({"service.name": "exporting"}), "flask_gnar"))
+    try:
+        yield export
+    finally:
+        export.close()
+
+
+@pytest.fixture
+def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_batches_go_over_one_kept_alive_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Collector(keep_alive=True) as receiver:
+        with otlp_export(monkeypatch, receiver.endpoint) as export:
+            for _ in range(3):
+                export(ended_spans(2))
+        assert [span.name for span in receiver.spans] == ["span 0", "span 1"] * 3
+        assert receiver.connections == 1
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_a_connection_the_receiver_closed_is_not_posted_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receiver that closes idle connections (without a ``Connection: close``) loses nothing."""
+    with Collector(keep_alive=True, close_after_each=True) as receiver:
+        with otlp_export(monkeypatch, receiver.endpoint) as export:
+            export(ended_spans(1))
+            wait_until(lambda: receiver.closed == 1, what="the receiver to close the connection")
+            export(ended_spans(1))
+        assert len(receiver.spans) == 2 and receiver.connections == 2
+    assert "could not export" not in caplog.text
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_a_proxy_variable_sends_the_spans_through_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Collector() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server.server_address[1]}")
+        with otlp_export(monkeypatch, "http://otel-collector.invalid:4318/v1/traces") as export:
+            export(ended_spans(1))
+        assert proxy.targets == ["http://otel-collector.invalid:4318/v1/traces"]
+        assert [span.name for span in proxy.spans] == ["span 0"]
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_an_unreachable_receiver_is_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with otlp_export(monkeypatch, f"http://127.0.0.1:{port}/v1/traces") as export:
+        for _ in range(3):
+            export(ended_spans(1))
+    warnings = [record for record in caplog.records if "could not export" in record.getMessage()]
+    assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0].getMessage()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -56,20 +57,38 @@ def attribute_value(value: Any) -> Any:
 
 
 class Collector:
-    """Every span posted to ``http://127.0.0.1:<port>/v1/traces``."""
+    """Every span posted to ``http://127.0.0.1:<port>/v1/traces``.
 
-    def __init__(self) -> None:
+    ``keep_alive``: HTTP/1.1, connections kept open between posts;
+    ``close_after_each`` closes each after its answer without saying so (as a
+    receiver's idle timeout does). ``targets`` are the request targets received
+    (a full URL when the receiver is used as a proxy).
+    """
+
+    def __init__(self, keep_alive: bool = False, close_after_each: bool = False) -> None:
         self.spans: list[ReceivedSpan] = []
         self.posts = 0
+        self.connections = 0
+        self.closed = 0
+        self.targets: list[str] = []
         self._lock = threading.Lock()
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                with collector._lock:
+                    collector.connections += 1
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                status = 200 if self.path == "/v1/traces" else 404
+                with collector._lock:
+                    collector.targets.append(self.path)
+                status = 200 if urlsplit(self.path).path == "/v1/traces" else 404
                 if status == 200:
                     collector.receive(ExportTraceServiceRequest.FromString(body))
                 answer = ExportTraceServiceResponse().SerializeToString()
@@ -78,11 +97,19 @@ class Collector:
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+                if close_after_each:
+                    self.close_connection = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        class Server(ThreadingHTTPServer):
+            def shutdown_request(self, request: Any) -> None:
+                super().shutdown_request(request)
+                with collector._lock:
+                    collector.closed += 1
+
+        self.server = Server(("127.0.0.1", free_port()), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

@@ -6,9 +6,10 @@ flask-gnar's spans implement the OpenTelemetry API's :class:`~opentelemetry.trac
 (so ``trace.get_current_span()``, propagators and log correlation see them) with
 none of the SDK's per-attribute checks and locks; the SDK's samplers (its four
 fixed ones decided as they would decide), id generator and resource detection
-are used as they are. Ended spans wait in a per-process buffer; a thread of that
-process encodes them, a batch at a time, straight to OTLP protobuf and posts them
-(``OTEL_BSP_*`` and ``OTEL_EXPORTER_OTLP_*`` apply).
+are used as they are. Ended spans wait in a per-process buffer and are encoded a
+batch at a time, straight to OTLP protobuf, and posted (``OTEL_BSP_*`` and
+``OTEL_EXPORTER_OTLP_*`` apply): by the request that fills a batch when the
+kept-alive connection is idle, else by a thread of that process.
 """
 
 from __future__ import annotations
@@ -291,8 +292,9 @@ class BatchSettings:
 
 
 class SpanBuffer:
-    """Ended spans of one process, exported in batches by a thread of that process.
-    Past ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting, spans are dropped."""
+    """Ended spans of one process, exported in batches: a full one by the request that
+    fills it when the exporter can send it at once (``send_now``), the rest by a
+    thread of that process. Past ``OTEL_BSP_MAX_QUEUE_SIZE`` waiting, spans are dropped."""
 
     def __init__(self, export: Callable[[list[LeanSpan]], None], settings: BatchSettings) -> None:
         self.export = export
@@ -316,7 +318,9 @@ class SpanBuffer:
             return
         items.append(span)
         if len(items) == self.settings.max_export_batch_size:
-            self._wake.set()
+            send_now = getattr(self.export, "send_now", None)
+            if send_now is None or not send_now(items, self.settings.max_export_batch_size):
+                self._wake.set()
 
     def _run(self) -> None:
         delay = self.settings.schedule_delay_millis / 1000
@@ -339,14 +343,17 @@ class SpanBuffer:
         try:
             remaining = len(self._items) if everything else 0
             while remaining > 0 or len(self._items) >= size:
-                batch: list[LeanSpan] = []
-                while self._items and len(batch) < size:
-                    batch.append(self._items.popleft())
+                batch = take(self._items, size)
+                if not batch:  # a request sent them meanwhile
+                    break
                 remaining -= len(batch)
                 try:
                     self.export(batch)
                 except Exception:
                     log.warning("exporting %d span(s) failed", len(batch), exc_info=True)
+            settle = getattr(self.export, "settle", None)
+            if everything and settle is not None:
+                settle()
         finally:
             with self._idle:
                 self._exporting = False
@@ -372,10 +379,22 @@ class SpanBuffer:
             self._thread.join(timeout)
 
 
+def take(items: collections.deque[LeanSpan], size: int) -> list[LeanSpan]:
+    """Up to ``size`` spans off the front of ``items``, which another thread may be
+    emptying at the same time."""
+    batch: list[LeanSpan] = []
+    try:
+        while len(batch) < size:
+            batch.append(items.popleft())
+    except IndexError:
+        pass
+    return batch
+
+
 # --- OTLP/HTTP protobuf ----------------------------------------------------------------
-# The export thread encodes a whole batch at once, each span straight into the bytes of
-# one OTLP ``Span`` message behind one envelope: done in a loop, away from the request,
-# that costs less than half of what encoding each span as it ends does (measured:
+# A batch is encoded at once, each span straight into the bytes of one OTLP ``Span``
+# message behind one envelope: done in a loop, that costs less than half of what
+# encoding each span as it ends does (measured:
 # bench/tracing_path.py). Field numbers: opentelemetry/proto/trace/v1/trace.proto.
 
 
@@ -538,8 +557,14 @@ def otlp_compression() -> bool:
     return value == "gzip"
 
 
+#: How long the request thread may spend sending a batch or reading a reply that has begun
+#: to arrive; past it the connection is dropped (the export thread opens a new one).
+SEND_NOW_SECONDS = 0.05
+
+
 class OTLPHTTPExport:
-    """Posts batches to the OTLP/HTTP endpoint (protobuf), from the export thread only.
+    """Posts batches to the OTLP/HTTP endpoint (protobuf): from the export thread, and
+    full batches from the request thread while the connection is idle (:meth:`send_now`).
 
     A plain ``http://`` endpoint that no proxy variable applies to (the usual
     collector next to the service) gets one kept-alive :mod:`http.client`
@@ -567,25 +592,115 @@ class OTLPHTTPExport:
         self._connection: http.client.HTTPConnection | None = None
         self._session: requests.Session | None = None
         self._failing = False
+        #: Held by whichever thread uses the connection; the request thread never waits for it.
+        self._lock = threading.Lock()
+        self._sending = 0
+        #: A post the request thread sent whose reply nobody has read yet (its span count).
+        self._reply_pending = 0
 
     def __call__(self, spans: list[LeanSpan]) -> None:
+        with self._lock:
+            self._read_pending_reply(self.timeout)
+            self._outcome(len(spans), lambda body: self._post_direct(body) if self.direct
+                          else self._post(body), spans)
+
+    def send_now(self, items: collections.deque[LeanSpan], size: int) -> bool:
+        """From the request thread, as a batch fills: send it without waiting for anything.
+
+        Only on the kept-alive connection, idle (the last reply already arrived) and
+        open; otherwise ``False`` and the export thread posts it. Waking that thread
+        costs a bjoern worker more CPU than the post (GIL hand-offs), so a healthy
+        receiver gets every full batch this way and the thread only runs its timer.
+        """
+        if not self.direct or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            connection = self._connection
+            if connection is None or not self._read_pending_reply(0.0) or closed_by_peer(connection):
+                return False
+            batch = take(items, size)
+            try:
+                self._outcome(len(batch), self._send_without_reply, batch)
+            except Exception:  # never the request's failure
+                log.warning("exporting %d span(s) failed", len(batch), exc_info=True)
+            return True
+        finally:
+            self._lock.release()
+
+    def settle(self) -> None:
+        """Wait for the reply to a post the request thread sent (a flush, the timer, stop)."""
+        with self._lock:
+            self._read_pending_reply(self.timeout)
+
+    def _outcome(self, count: int, post: Callable[[bytes], int | None], spans: list[LeanSpan]) -> None:
+        self._sending = count
         body = self.encoder.request(spans)
         if self.gzip:
             body = gzip.compress(body)
         try:
-            status = self._post_direct(body) if self.direct else self._post(body)
-            ok, reason = status < 300, f"HTTP {status}"
+            status = post(body)
+            ok, reason = status is None or status < 300, f"HTTP {status}"
         except (OSError, http.client.HTTPException) as error:  # requests' errors are OSErrors
             ok, reason = False, str(error) or type(error).__name__
+        self._report(ok, count, reason)
+
+    def _report(self, ok: bool, count: int, reason: str) -> None:
         if not ok and not self._failing:
-            log.warning("could not export %d span(s) to %s: %s", len(spans), self.endpoint, reason)
+            log.warning("could not export %d span(s) to %s: %s", count, self.endpoint, reason)
         self._failing = not ok
+
+    def _send_without_reply(self, body: bytes) -> None:
+        connection = self._connection
+        assert connection is not None and connection.sock is not None
+        connection.sock.settimeout(SEND_NOW_SECONDS)
+        try:
+            connection.request("POST", self._target, body, self.headers)
+        except BaseException:
+            self._drop_connection()
+            raise
+        connection.sock.settimeout(self.timeout)
+        self._reply_pending = self._sending
+
+    def _read_pending_reply(self, wait: float) -> bool:
+        """Read the reply to the request thread's last post; ``False`` if it has not
+        arrived (``wait`` 0: read only a reply that is there already)."""
+        count = self._reply_pending
+        connection = self._connection
+        if not count or connection is None or connection.sock is None:
+            self._reply_pending = 0
+            return True
+        if not readable(connection.sock, wait):
+            if wait == 0:
+                return False
+            self._drop_connection()  # the receiver never answered
+            self._report(False, count, f"no reply within {wait:g} s")
+            return True
+        self._reply_pending = 0
+        try:
+            connection.sock.settimeout(max(wait, SEND_NOW_SECONDS))
+            response = connection.getresponse()
+            response.read()
+            connection.sock.settimeout(self.timeout)
+        except (OSError, http.client.HTTPException) as error:
+            self._drop_connection()
+            self._report(False, count, str(error) or type(error).__name__)
+            return True
+        if response.will_close:
+            self._drop_connection()
+        self._report(response.status < 300, count, f"HTTP {response.status}")
+        return True
+
+    def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._reply_pending = 0
+        if connection is not None:
+            connection.close()
 
     def close(self) -> None:
         """Close the kept-alive connection (the export thread does, as it stops)."""
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
+        self.settle()
+        with self._lock:
+            self._drop_connection()
         if self._session is not None:
             self._session.close()
 
@@ -618,11 +733,13 @@ class OTLPHTTPExport:
 def closed_by_peer(connection: http.client.HTTPConnection) -> bool:
     """Whether a kept-alive connection is readable before a request: closed by the
     receiver (an idle timeout), so the post goes on a new one rather than failing."""
-    if connection.sock is None:
-        return True
+    return connection.sock is None or readable(connection.sock, 0.0)
+
+
+def readable(sock: Any, wait: float) -> bool:
     poller = select.poll()
-    poller.register(connection.sock, select.POLLIN)
-    return bool(poller.poll(0))
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(wait * 1000))
 
 
 class ConsoleExport:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -457,3 +458,44 @@ def test_an_unreachable_receiver_is_logged_once(
             export(ended_spans(1))
     warnings = [record for record in caplog.records if "could not export" in record.getMessage()]
     assert len(warnings) == 1 and f"127.0.0.1:{port}" in warnings[0].getMessage()
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+def test_full_batches_leave_from_the_request_thread_which_a_slow_receiver_never_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flask_gnar.otlp import BatchSettings, SpanBuffer
+
+    answer = threading.Event()
+    answer.set()
+    with Collector(keep_alive=True, answer_when=answer) as receiver:
+        with otlp_export(monkeypatch, receiver.endpoint) as export:
+            buffer = SpanBuffer(export, BatchSettings(schedule_delay_millis=60_000,
+                                                      max_export_batch_size=2))
+
+            def end_two_spans() -> None:
+                """As two requests would, from a thread of their own; done when it returns."""
+                done = threading.Event()
+
+                def end() -> None:
+                    for span in ended_spans(2):
+                        buffer.add(span)
+                    done.set()
+
+                threading.Thread(target=end, daemon=True).start()
+                wait_until(done.is_set, what="the spans' ending to return")
+
+            try:
+                end_two_spans()  # no connection yet: the export thread opens it
+                wait_until(lambda: receiver.posts == 1, what="the first batch")
+                answer.clear()  # from now on the receiver answers only when told
+                end_two_spans()  # sent by the "request" itself, not waiting for the answer
+                wait_until(lambda: receiver.posts == 2, what="the second batch")
+                end_two_spans()  # the last answer is not in: the export thread takes it
+                answer.set()
+                assert buffer.flush(10)
+                wait_until(lambda: receiver.posts == 3, what="the third batch")
+            finally:
+                buffer.shutdown(10)
+        assert len(receiver.spans) == 6
+        assert receiver.connections == 1

@@ -62,10 +62,12 @@ class Collector:
     ``keep_alive``: HTTP/1.1, connections kept open between posts;
     ``close_after_each`` closes each after its answer without saying so (as a
     receiver's idle timeout does). ``targets`` are the request targets received
-    (a full URL when the receiver is used as a proxy).
+    (a full URL when the receiver is used as a proxy). ``answer_when``: each post is
+    received at once but answered only once that event is set (a slow receiver).
     """
 
-    def __init__(self, keep_alive: bool = False, close_after_each: bool = False) -> None:
+    def __init__(self, keep_alive: bool = False, close_after_each: bool = False,
+                 answer_when: threading.Event | None = None) -> None:
         self.spans: list[ReceivedSpan] = []
         self.posts = 0
         self.connections = 0
@@ -91,6 +93,8 @@ class Collector:
                 status = 200 if urlsplit(self.path).path == "/v1/traces" else 404
                 if status == 200:
                     collector.receive(ExportTraceServiceRequest.FromString(body))
+                if answer_when is not None:
+                    answer_when.wait(30)
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")

@@ -174,12 +174,6 @@ class RequestChildren(RowsByRequest[tuple[Any, Any]]):
         self.requests = requests
         self.duration = duration
 
-    def row_of(self, rule: Rule | None, method: str, status: str) -> tuple[Any, Any] | None:
-        try:
-            return self.rows[None if rule is None else rule.rule, method, status]
-        except KeyError:
-            return super().row_of(rule, method, status)
-
     def new_row(self, labels: tuple[str, str, int]) -> tuple[Any, Any]:
         method, route, status = labels
         return self.requests.labels(method, route, str(status)), self.duration.labels(method, route)

@@ -594,15 +594,13 @@ class OTLPHTTPExport:
         self._failing = False
         #: Held by whichever thread uses the connection; the request thread never waits for it.
         self._lock = threading.Lock()
-        self._sending = 0
         #: A post the request thread sent whose reply nobody has read yet (its span count).
         self._reply_pending = 0
 
     def __call__(self, spans: list[LeanSpan]) -> None:
         with self._lock:
             self._read_pending_reply(self.timeout)
-            self._outcome(len(spans), lambda body: self._post_direct(body) if self.direct
-                          else self._post(body), spans)
+            self._outcome(len(spans), self._post_direct if self.direct else self._post, spans)
 
     def send_now(self, items: collections.deque[LeanSpan], size: int) -> bool:
         """From the request thread, as a batch fills: send it without waiting for anything.
@@ -620,7 +618,7 @@ class OTLPHTTPExport:
                 return False
             batch = take(items, size)
             try:
-                self._outcome(len(batch), self._send_without_reply, batch)
+                self._outcome(len(batch), lambda body: self._send_without_reply(body, len(batch)), batch)
             except Exception:  # never the request's failure
                 log.warning("exporting %d span(s) failed", len(batch), exc_info=True)
             return True
@@ -633,7 +631,6 @@ class OTLPHTTPExport:
             self._read_pending_reply(self.timeout)
 
     def _outcome(self, count: int, post: Callable[[bytes], int | None], spans: list[LeanSpan]) -> None:
-        self._sending = count
         body = self.encoder.request(spans)
         if self.gzip:
             body = gzip.compress(body)
@@ -649,7 +646,7 @@ class OTLPHTTPExport:
             log.warning("could not export %d span(s) to %s: %s", count, self.endpoint, reason)
         self._failing = not ok
 
-    def _send_without_reply(self, body: bytes) -> None:
+    def _send_without_reply(self, body: bytes, count: int) -> None:
         connection = self._connection
         assert connection is not None and connection.sock is not None
         connection.sock.settimeout(SEND_NOW_SECONDS)
@@ -659,7 +656,7 @@ class OTLPHTTPExport:
             self._drop_connection()
             raise
         connection.sock.settimeout(self.timeout)
-        self._reply_pending = self._sending
+        self._reply_pending = count
 
     def _read_pending_reply(self, wait: float) -> bool:
         """Read the reply to the request thread's last post; ``False`` if it has not

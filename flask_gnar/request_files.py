@@ -84,7 +84,14 @@ class RowsByRequest(Generic[Row]):
         self.by_labels: dict[tuple[str, str, int], Row | None] = {}
 
     def row_of(self, rule: Rule | None, method: str, status: str) -> Row | None:
-        """The row of a request not seen before (None: not counted), remembered."""
+        """The row of a request (None: not counted)."""
+        try:
+            return self.rows[None if rule is None else rule.rule, method, status]
+        except KeyError:
+            return self.first_row_of(rule, method, status)
+
+    def first_row_of(self, rule: Rule | None, method: str, status: str) -> Row | None:
+        """The row of a request not seen before, remembered."""
         labels = request_labels(rule, method, status)
         if labels is None:
             row = None
@@ -138,10 +145,10 @@ class RequestFiles(RowsByRequest[int]):
 
     def request(self, rule: Rule | None, method: str, status: str, seconds: float) -> None:
         """Count one request; ``status`` is the WSGI status line (``"200 OK"``)."""
-        try:
+        try:  # row_of, inline: this runs on every request
             start = self.rows[None if rule is None else rule.rule, method, status]
         except KeyError:
-            start = self.row_of(rule, method, status)
+            start = self.first_row_of(rule, method, status)
         if start is not None:
             figures = self.figures
             figures[start] += seconds

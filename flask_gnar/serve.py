@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -117,12 +118,25 @@ def serve_production(
     in_flight = serving_layer(app.wsgi_app)
     address = (host, port)
     state.prepare_serving()
+    freeze_start_up_objects()
     if count == 1:
         sock = listen(in_flight, address)
         run_worker(app, state, in_flight, sock, deadline)
     else:
         check_port_free(address)
         Supervisor(app, state, in_flight, count, deadline, address).run()
+
+
+def freeze_start_up_objects() -> None:
+    """Keep what start-up built out of every later garbage collection.
+
+    A service's app, its extensions and their imports are tens of thousands of
+    objects that live as long as the process; a full collection walked them all and
+    stalled a request for several milliseconds. Frozen before the fork, the workers
+    also keep sharing those pages with the supervisor instead of copying them.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def listen(in_flight: InFlight, address: tuple[str, int]) -> socket.socket:

@@ -280,3 +280,39 @@ def test_a_taken_port_stops_the_supervisor_before_any_worker_starts():
             output = stop(process)
     assert "Address already in use" in output
     assert "HOOK start" not in output and "starting 2 bjoern workers" not in output
+
+
+def garbage_collector_of_each_worker(port, count, process):
+    """``/gc`` as each of ``count`` workers answers it, by pid."""
+    seen = {}
+    deadline = time.monotonic() + 20
+    while len(seen) < count and time.monotonic() < deadline:
+        assert process.poll() is None, stop(process)
+        answer = requests.get(f"http://127.0.0.1:{port}/gc", timeout=5,
+                              headers={"Connection": "close"}).json()
+        seen[answer.pop("pid")] = answer
+    assert len(seen) == count, f"never saw {count} workers answering"
+    return seen
+
+
+def test_production_workers_start_with_the_start_up_objects_frozen_and_still_collect():
+    port = free_port()
+    process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1", GNAR_WORKERS="2")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
+        workers = garbage_collector_of_each_worker(port, 2, process)
+    finally:
+        stop(process)
+    for answer in workers.values():
+        assert answer["enabled"] is True
+        assert answer["frozen"] > 10_000, answer  # the app, its extensions and their imports
+
+
+def test_the_development_server_freezes_nothing():
+    port = free_port()
+    process = start_slowpoke(False, port)
+    try:
+        answer = wait_for_http(f"http://127.0.0.1:{port}/gc", process=process).json()
+    finally:
+        stop(process)
+    assert answer["frozen"] == 0 and answer["enabled"] is True

@@ -1,5 +1,6 @@
 """A service for serve() tests: a slow route and start/stop hooks that print."""
 
+import gc
 import os
 import sys
 import time
@@ -34,6 +35,11 @@ def slow(seconds):
 @app.get("/pid")
 def pid():
     return jsonify({"pid": os.getpid()})
+
+
+@app.get("/gc")
+def garbage_collector():
+    return jsonify({"frozen": gc.get_freeze_count(), "enabled": gc.isenabled(), "pid": os.getpid()})
 
 
 if __name__ == "__main__":

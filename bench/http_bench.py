@@ -19,7 +19,7 @@ from common import (
     wrk,
 )
 
-KINDS = ["gnar", "gnar-nometrics", "bjoern", "bjoern-rp", "gunicorn"]
+KINDS = ["gnar", "gnar-nometrics", "bjoern", "bjoern-rp", "bjoern-lean", "gunicorn"]
 
 
 def measure(kind: str, workers: int, seconds: float, connections: int) -> dict[str, float]:

@@ -22,6 +22,7 @@ from common import machine, median
 PAYLOAD = {"hello": "world", "numbers": list(range(10))}
 VARIANTS = {
     "bare": "bare Flask",
+    "bare-lean": "bare Flask with create_app's JSON provider and session interface",
     "gnar-nojwt-nometrics": "create_app(no_db, no_jwt), GNAR_METRICS=false",
     "gnar-nometrics": "create_app(no_db), GNAR_METRICS=false",
     "gnar-inprocess": "create_app(no_db), metrics in one process",
@@ -33,8 +34,14 @@ VARIANTS = {
 def build(variant: str) -> Any:
     from flask import Flask, jsonify
 
-    if variant == "bare":
+    if variant.startswith("bare"):
         app = Flask("bare")
+        if variant == "bare-lean":
+            from flask_gnar.json_provider import GnarJSONProvider
+            from flask_gnar.sessions import GnarSessionInterface
+
+            app.json = GnarJSONProvider(app)
+            app.session_interface = GnarSessionInterface()
     else:
         from flask_gnar import create_app, get_state
         from flask_gnar.inflight import serving_layer
@@ -55,7 +62,7 @@ def build(variant: str) -> Any:
     def json_route() -> Any:
         return jsonify(PAYLOAD)
 
-    if variant == "bare":
+    if variant.startswith("bare"):
         return app
     return serving_layer(app.wsgi_app)
 

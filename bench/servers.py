@@ -6,6 +6,8 @@ gnar-nometrics  the same with GNAR_METRICS=false
 gnar-login  the same, plus POST /login verifying an Argon2 hash with the default parameters
 bjoern      bare Flask on bjoern, forked after listen(reuse_port=True) (one shared socket)
 bjoern-rp   bare Flask on bjoern, each forked process with its own SO_REUSEPORT socket
+bjoern-lean the same with create_app's JSON provider and session interface: what
+            flask-gnar's own layers cost, against Flask with the same Flask parts
 gunicorn    bare Flask on gunicorn's sync workers
 db-gnar     create_app + serve() in production, GET /db answers gnar.db.one("SELECT 1")
 db-bare     bare Flask + postgres.py on bjoern, the same route (database: BENCH_PG_URI)
@@ -13,6 +15,7 @@ db-bare     bare Flask + postgres.py on bjoern, the same route (database: BENCH_
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -21,8 +24,17 @@ from flask import Flask, jsonify
 PAYLOAD = {"hello": "world", "numbers": list(range(10))}
 
 
-def bare_app() -> Flask:
+def bare_app(lean: bool = False) -> Flask:
     app = Flask("bare")
+    if lean:
+        from flask_gnar.json_provider import GnarJSONProvider
+        from flask_gnar.sessions import GnarSessionInterface
+
+        app.json = GnarJSONProvider(app)
+        app.session_interface = GnarSessionInterface()
+        # importing flask_gnar loads every extension: frozen as serve() freezes them,
+        # they cost this baseline no more garbage collection than bare Flask's
+        gc.freeze()
 
     @app.get("/json")
     def json_route():
@@ -103,11 +115,11 @@ def run_bare_bjoern(port: int, workers: int) -> None:
     bjoern.run()
 
 
-def run_bare_bjoern_own_sockets(port: int, workers: int) -> None:
+def run_bare_bjoern_own_sockets(port: int, workers: int, lean: bool = False) -> None:
     """Fork first, then every process binds its own SO_REUSEPORT socket."""
     import bjoern
 
-    app = bare_app()
+    app = bare_app(lean)
     for _ in range(workers - 1):
         if os.fork() == 0:
             break
@@ -148,8 +160,8 @@ def main() -> None:
         run_db_bare(port)
     elif kind == "bjoern":
         run_bare_bjoern(port, workers)
-    elif kind == "bjoern-rp":
-        run_bare_bjoern_own_sockets(port, workers)
+    elif kind in ("bjoern-rp", "bjoern-lean"):
+        run_bare_bjoern_own_sockets(port, workers, lean=kind == "bjoern-lean")
     elif kind == "gunicorn":
         run_gunicorn(port, workers)
     else:

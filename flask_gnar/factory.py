@@ -16,11 +16,13 @@ from .db import GnarDB
 from .errors import GnarErrors
 from .extension import GnarExtension
 from .health import GnarHealth
+from .json_provider import GnarJSONProvider
 from .log import GnarLogging
 from .metrics import GnarMetrics
 from .passwords import GnarArgon2
 from .peer import GnarPeer
 from .ses import GnarSES
+from .sessions import GnarSessionInterface
 from .sqs import GnarSQS
 from .state import init_state
 from .tracing import GnarTracing
@@ -47,6 +49,8 @@ def create_app(
     after the last.
     """
     app = Flask(name)
+    app.json = GnarJSONProvider(app)
+    app.session_interface = GnarSessionInterface()
     if config:
         app.config.update(config)
     app.config["GNAR_ENV_PREFIX"] = env_prefix

@@ -23,12 +23,14 @@ from .exceptions import (
 from .extension import GnarExtension
 from .factory import create_app
 from .health import GnarHealth
+from .json_provider import GnarJSONProvider
 from .log import GnarLogging
 from .metrics import GnarMetrics
 from .passwords import GnarArgon2
 from .peer import GnarPeer
 from .serve import serve
 from .ses import GnarSES
+from .sessions import GnarSessionInterface
 from .sqs import GnarSQS
 from .state import GnarState, gnar, get_state
 from .tracing import GnarTracing
@@ -46,12 +48,14 @@ __all__ = [
     "GnarErrors",
     "GnarExtension",
     "GnarHealth",
+    "GnarJSONProvider",
     "GnarJWT",
     "GnarLogging",
     "GnarMetrics",
     "GnarPeer",
     "GnarSES",
     "GnarSQS",
+    "GnarSessionInterface",
     "GnarState",
     "GnarTracing",
     "MigrationError",

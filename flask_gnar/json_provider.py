@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask.json.provider import DefaultJSONProvider
 
@@ -38,7 +38,7 @@ class GnarJSONProvider(DefaultJSONProvider):
         obj = self._prepare_response_obj(args, kwargs)
         pretty = (self.compact is None and self._app.debug) or self.compact is False
         text = self.encoder(pretty=pretty).encode(obj)
-        return self._app.response_class(f"{text}\n", mimetype=self.mimetype)
+        return cast("Response", self._app.response_class(f"{text}\n", mimetype=self.mimetype))
 
     def encoder(self, pretty: bool | None) -> json.JSONEncoder:
         """The encoder for the current settings; ``pretty`` None: :func:`json.dumps`' layout."""

@@ -354,16 +354,11 @@ class CountRequests(InFlight):
                 self.count_request(rule, environ, status, started)
             return start_response(status, headers, exc_info)
 
-        self.count += 1
-        try:
-            body = self.wsgi_app(environ, keep_status)
-        except BaseException:
-            self.done()
-            raise
+        body = self.counted(self.wsgi_app, environ, keep_status)
         returned = True
         if status_line:
             self.count_request(rule, environ, status_line, started)
-        return self.until_closed(body)
+        return body
 
     def count_request(self, rule: Rule | None, environ: WSGIEnvironment, status: str,
                       started: float) -> None:

@@ -350,17 +350,22 @@ def test_a_response_started_late_is_counted_with_its_status() -> None:
     assert request_totals(scrape_of(app)) == {("GET", "none", "201"): 3.0}
 
 
-def test_serve_uses_the_metrics_layer_as_its_in_flight_layer() -> None:
-    from werkzeug.test import EnvironBuilder
-
-    from flask_gnar.inflight import serving_layer
-
+def app_with_a_slope() -> Flask:
     app = create_app("snowy", no_db=True, no_jwt=True, config={"TESTING": True})
 
     @app.get("/slope")
     def slope() -> dict[str, str]:
         return {"slope": "black"}
 
+    return app
+
+
+def test_serve_uses_the_metrics_layer_as_its_in_flight_layer() -> None:
+    from werkzeug.test import EnvironBuilder
+
+    from flask_gnar.inflight import serving_layer
+
+    app = app_with_a_slope()
     layer = serving_layer(app.wsgi_app)
     assert layer is app.wsgi_app, "one WSGI layer counts both"
     body = layer(EnvironBuilder(path="/slope").get_environ(), lambda status, headers, exc=None: None)
@@ -374,12 +379,7 @@ def test_serve_uses_the_metrics_layer_as_its_in_flight_layer() -> None:
 def test_requests_served_while_a_worker_drains_are_counted() -> None:
     from werkzeug.test import EnvironBuilder
 
-    app = create_app("snowy", no_db=True, no_jwt=True, config={"TESTING": True})
-
-    @app.get("/slope")
-    def slope() -> dict[str, str]:
-        return {"slope": "black"}
-
+    app = app_with_a_slope()
     layer = app.wsgi_app
     answers: list[tuple[str, dict[str, str]]] = []
 

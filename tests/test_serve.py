@@ -115,26 +115,38 @@ def test_port_defaults_to_the_one_given_to_create_app():
     assert get_state(application).port == 9123
 
 
-def distinct_pids(port, requests_count=40):
-    """The workers that answered; a connection queued at a worker just killed is reset."""
-    pids = set()
+def answers_by_worker(port, path="/pid", requests_count=40):
+    """``path``'s JSON answer by the pid of the worker that gave it; a connection
+    queued at a worker just killed is reset."""
+    answers = {}
     for _ in range(requests_count):
         try:
-            pids.add(requests.get(f"http://127.0.0.1:{port}/pid", timeout=5,
-                                  headers={"Connection": "close"}).json()["pid"])
+            answer = requests.get(f"http://127.0.0.1:{port}{path}", timeout=5,
+                                  headers={"Connection": "close"}).json()
         except requests.ConnectionError:
             continue
-    return pids
+        answers[answer.pop("pid")] = answer
+    return answers
 
 
-def wait_for_pids(port, count, process, timeout=20.0):
+def distinct_pids(port):
+    """The workers that answered."""
+    return set(answers_by_worker(port))
+
+
+def wait_for_workers(port, count, process, path="/pid", timeout=20.0):
+    """``answers_by_worker`` once ``count`` workers have answered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, stop(process)
-        pids = distinct_pids(port)
-        if len(pids) >= count:
-            return pids
+        answers = answers_by_worker(port, path)
+        if len(answers) >= count:
+            return answers
     raise AssertionError(f"never saw {count} workers answering")
+
+
+def wait_for_pids(port, count, process):
+    return set(wait_for_workers(port, count, process))
 
 
 def test_two_workers_share_the_port_and_a_dead_worker_is_replaced():
@@ -282,25 +294,12 @@ def test_a_taken_port_stops_the_supervisor_before_any_worker_starts():
     assert "HOOK start" not in output and "starting 2 bjoern workers" not in output
 
 
-def garbage_collector_of_each_worker(port, count, process):
-    """``/gc`` as each of ``count`` workers answers it, by pid."""
-    seen = {}
-    deadline = time.monotonic() + 20
-    while len(seen) < count and time.monotonic() < deadline:
-        assert process.poll() is None, stop(process)
-        answer = requests.get(f"http://127.0.0.1:{port}/gc", timeout=5,
-                              headers={"Connection": "close"}).json()
-        seen[answer.pop("pid")] = answer
-    assert len(seen) == count, f"never saw {count} workers answering"
-    return seen
-
-
 def test_production_workers_start_with_the_start_up_objects_frozen_and_still_collect():
     port = free_port()
     process = start_module("slowpoke.app.main", str(port), SLOWPOKE_PRODUCTION="1", GNAR_WORKERS="2")
     try:
         wait_for_http(f"http://127.0.0.1:{port}/pid", process=process)
-        workers = garbage_collector_of_each_worker(port, 2, process)
+        workers = wait_for_workers(port, 2, process, path="/gc")
     finally:
         stop(process)
     for answer in workers.values():

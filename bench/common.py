@@ -11,7 +11,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -101,6 +103,28 @@ def cpu_seconds(pid: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def alternating_rounds(variants: Iterable[str], rounds: int,
+                       measure: Callable[[str], float]) -> dict[str, list[float]]:
+    """``measure(variant)`` for every variant in each round, every other round backwards."""
+    results: dict[str, list[float]] = {variant: [] for variant in variants}
+    for round_number in range(rounds):
+        order = list(results)
+        if round_number % 2:
+            order.reverse()
+        for variant in order:
+            results[variant].append(measure(variant))
+    return results
+
+
+def with_create_apps_flask_parts(app: Any) -> Any:
+    """``app`` with the JSON provider and session interface ``create_app`` sets."""
+    from flask_gnar import GnarJSONProvider, GnarSessionInterface
+
+    app.json = GnarJSONProvider(app)
+    app.session_interface = GnarSessionInterface()
+    return app
 
 
 def median(values: list[float]) -> float:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from typing import Any
 
-from common import machine, median
+from common import alternating_rounds, machine, median, with_create_apps_flask_parts
 
 PAYLOAD = {"hello": "world", "numbers": list(range(10))}
 VARIANTS = {
@@ -37,11 +37,7 @@ def build(variant: str) -> Any:
     if variant.startswith("bare"):
         app = Flask("bare")
         if variant == "bare-lean":
-            from flask_gnar.json_provider import GnarJSONProvider
-            from flask_gnar.sessions import GnarSessionInterface
-
-            app.json = GnarJSONProvider(app)
-            app.session_interface = GnarSessionInterface()
+            with_create_apps_flask_parts(app)
     else:
         from flask_gnar import create_app, get_state
         from flask_gnar.inflight import serving_layer
@@ -95,13 +91,8 @@ def main() -> None:
         apps = {variant: build(variant) for variant in VARIANTS}
         for wsgi in apps.values():
             time_calls(wsgi, args.calls)
-        results: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
-        for round_number in range(args.rounds):
-            order = list(VARIANTS)
-            if round_number % 2:
-                order.reverse()
-            for variant in order:
-                results[variant].append(time_calls(apps[variant], args.calls))
+        results = alternating_rounds(VARIANTS, args.rounds,
+                                     lambda variant: time_calls(apps[variant], args.calls))
     print(f"machine: {machine()}; {args.rounds} alternating rounds of {args.calls} calls, "
           "medians of CPU time")
     bare = median(results["bare"])

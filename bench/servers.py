@@ -27,11 +27,9 @@ PAYLOAD = {"hello": "world", "numbers": list(range(10))}
 def bare_app(lean: bool = False) -> Flask:
     app = Flask("bare")
     if lean:
-        from flask_gnar.json_provider import GnarJSONProvider
-        from flask_gnar.sessions import GnarSessionInterface
+        from common import with_create_apps_flask_parts
 
-        app.json = GnarJSONProvider(app)
-        app.session_interface = GnarSessionInterface()
+        with_create_apps_flask_parts(app)
         # importing flask_gnar loads every extension: frozen as serve() freezes them,
         # they cost this baseline no more garbage collection than bare Flask's
         gc.freeze()

@@ -20,7 +20,15 @@ from typing import Any
 
 import requests
 
-from common import free_port, machine, median, start_server, stop_server, wait_until_up
+from common import (
+    alternating_rounds,
+    free_port,
+    machine,
+    median,
+    start_server,
+    stop_server,
+    wait_until_up,
+)
 
 PAYLOAD = {"hello": "world", "numbers": list(range(10))}
 VARIANTS = {
@@ -97,13 +105,8 @@ def main() -> None:
         base = base_environ(args.traceparent)
         for app, flush in apps.values():
             time_calls(app, flush, base, args.calls)
-        results: dict[str, list[float]] = {variant: [] for variant in apps}
-        for round_number in range(args.rounds):
-            order = list(apps)
-            if round_number % 2:
-                order.reverse()
-            for variant in order:
-                results[variant].append(time_calls(*apps[variant], base, args.calls))
+        results = alternating_rounds(apps, args.rounds,
+                                     lambda variant: time_calls(*apps[variant], base, args.calls))
         spans = int(requests.get(f"{sink_url}/count", timeout=5).text)
     finally:
         stop_server(sink)
